@@ -1,0 +1,3 @@
+from unigate.gateway.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""Build the gateway's grpc.aio server from a config, and run it until told to stop.
+
+`create_server` binds (port 0 picks a free port, for tests) and starts serving;
+`serve` adds signal handling and graceful drain for the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from unigate.v1 import inference_pb2, inference_pb2_grpc
+
+from unigate.gateway.config import GatewayConfig, ServerSettings
+from unigate.gateway.interceptors.access_log import AccessLogInterceptor
+from unigate.gateway.interceptors.errors import ErrorInterceptor
+from unigate.gateway.interceptors.request_id import RequestIdInterceptor
+from unigate.gateway.providers.base import Provider
+from unigate.gateway.providers.registry import PROVIDER_KINDS
+from unigate.gateway.providers.transport import HttpTransport, TransportLimits
+from unigate.gateway.routing.router import build_router
+from unigate.gateway.services.inference import InferenceService
+
+log = logging.getLogger("unigate")
+
+SERVICE_NAMES = (inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,)
+
+
+@dataclass
+class Gateway:
+    """A running gateway: its server, the port it bound and what it must close."""
+
+    server: grpc.aio.Server
+    port: int
+    config: GatewayConfig
+    health: health_aio.HealthServicer
+    transport: HttpTransport
+    providers: Mapping[str, Provider]
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: health NOT_SERVING, refuse new calls, let in-flight ones finish."""
+        settings = self.config.server
+        await self.health.enter_graceful_shutdown()
+        if settings.drain_delay:
+            await asyncio.sleep(settings.drain_delay)
+        await self.server.stop(settings.grace_period if grace is None else grace)
+        await asyncio.gather(*(p.close() for p in self.providers.values()))
+        await self.transport.close()
+
+
+def _server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
+    options = [
+        ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+        ("grpc.max_send_message_length", settings.max_send_message_bytes),
+        ("grpc.keepalive_time_ms", ms(settings.keepalive_time)),
+        ("grpc.keepalive_timeout_ms", ms(settings.keepalive_timeout)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", ms(settings.min_client_ping_interval)),
+        ("grpc.so_reuseport", 0),
+    ]
+    optional = {
+        "grpc.max_concurrent_streams": settings.max_concurrent_streams,
+        "grpc.max_connection_idle_ms": settings.max_connection_idle,
+        "grpc.max_connection_age_ms": settings.max_connection_age,
+        "grpc.max_connection_age_grace_ms": settings.max_connection_age_grace,
+    }
+    for key, value in optional.items():
+        if value is not None:
+            options.append((key, value if key == "grpc.max_concurrent_streams" else ms(value)))
+    return options
+
+
+def _address(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def build_providers(config: GatewayConfig, transport: HttpTransport) -> dict[str, Provider]:
+    providers: dict[str, Provider] = {}
+    for name, settings in config.providers.items():
+        if name in config.disabled_providers:
+            log.warning("provider %r disabled: %s", name, config.disabled_providers[name])
+            continue
+        providers[name] = PROVIDER_KINDS[settings.kind].factory(name, settings, transport)
+    return providers
+
+
+async def create_server(
+    config: GatewayConfig, host: str | None = None, port: int | None = None
+) -> Gateway:
+    """Build, bind and start the server; the returned Gateway knows the bound port."""
+    settings = config.server
+    transport = HttpTransport(
+        TransportLimits(
+            connections_per_upstream=config.upstream.connections_per_upstream,
+            connect_timeout=config.upstream.connect_timeout,
+            keepalive_timeout=config.upstream.keepalive_timeout,
+        )
+    )
+    providers = build_providers(config, transport)
+    router = build_router(config, providers)
+
+    interceptors: list[grpc.aio.ServerInterceptor] = [RequestIdInterceptor(), ErrorInterceptor()]
+    if config.logging.access_log:
+        interceptors.append(AccessLogInterceptor())
+    server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))
+
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(
+        InferenceService(router, settings.default_deadline), server
+    )
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    if settings.reflection:
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
+            server,
+        )
+
+    address = _address(host or settings.host, settings.port if port is None else port)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        await transport.close()
+        raise OSError(f"cannot listen on {address}: {exc}") from None
+    await server.start()
+    for service in ("", *SERVICE_NAMES):
+        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return Gateway(server, bound, config, health, transport, providers)
+
+
+async def serve(config: GatewayConfig, host: str | None = None, port: int | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then drain gracefully; a second signal stops at once."""
+    gateway = await create_server(config, host, port)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+
+    def on_signal(signum: int) -> None:
+        if stopping.is_set():
+            log.warning("second signal: stopping now, cancelling in-flight calls")
+            loop.create_task(gateway.server.stop(0))
+            return
+        log.info("received %s: draining", signal.Signals(signum).name)
+        stopping.set()
+
+    for signum in signals:
+        loop.add_signal_handler(signum, on_signal, signum)
+    log.info(
+        "unigate serving",
+        extra={
+            "address": _address(host or config.server.host, gateway.port),
+            "models": sorted(config.models),
+        },
+    )
+    await stopping.wait()
+    await gateway.stop()
+    for signum in signals:
+        loop.remove_signal_handler(signum)
+    log.info("unigate stopped")

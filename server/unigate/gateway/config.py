@@ -1,0 +1,256 @@
+"""The gateway's configuration: YAML in, typed and checked settings out.
+
+Strings may use `${NAME}` (required) and `${NAME:-default}` (optional) to read
+environment variables, so secrets never sit in the file. Anything wrong stops
+start-up with one ConfigError that names the file, each key at fault and what is
+wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from unigate.gateway.config_types import Duration
+from unigate.gateway.providers.base import ProviderSettings
+from unigate.gateway.providers.registry import PROVIDER_KINDS
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; str() is the whole message for the operator."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    host: str = "[::]"
+    port: int = Field(50051, ge=0, le=65535)
+    grace_period: Duration = 30.0
+    """How long in-flight calls and streams may run on after SIGTERM/SIGINT."""
+    drain_delay: Duration = 0.0
+    """How long to keep serving after health turns NOT_SERVING, so balancers notice."""
+    default_deadline: Duration = 300.0
+    """The upstream timeout for calls that arrive without a gRPC deadline."""
+    max_receive_message_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    max_send_message_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    max_concurrent_streams: int | None = Field(None, gt=0)
+    keepalive_time: Duration = 60.0
+    keepalive_timeout: Duration = 20.0
+    min_client_ping_interval: Duration = 10.0
+    max_connection_idle: Duration | None = None
+    max_connection_age: Duration | None = None
+    max_connection_age_grace: Duration | None = None
+    reflection: bool = True
+
+
+class LoggingSettings(_Strict):
+    level: str = Field("info", pattern=r"(?i)^(debug|info|warning|error)$")
+    format: str = Field("json", pattern=r"^(json|text)$")
+    access_log: bool = True
+
+
+class UpstreamSettings(_Strict):
+    connections_per_upstream: int = Field(100, gt=0)
+    connect_timeout: Duration = 10.0
+    keepalive_timeout: Duration = 30.0
+
+
+class CapabilityOverrides(_Strict):
+    """Switch off capabilities an alias's provider has but its model lacks."""
+
+    chat: bool | None = None
+    streaming: bool | None = None
+    tools: bool | None = None
+    images: bool | None = None
+    json_output: bool | None = None
+    embeddings: bool | None = None
+    completion: bool | None = None
+
+
+class DeploymentSettings(_Strict):
+    provider: str
+    """The name of a block under `providers`."""
+    model: str
+    """The vendor's model name."""
+    name: str | None = None
+    """A name for metrics and logs; defaults to `<provider>/<model>`."""
+
+
+class ModelSettings(_Strict):
+    description: str = ""
+    deployments: list[DeploymentSettings] = Field(min_length=1)
+    capabilities: CapabilityOverrides = CapabilityOverrides()
+
+
+class GatewayConfig(_Strict):
+    server: ServerSettings = ServerSettings()
+    logging: LoggingSettings = LoggingSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
+    disabled_providers: dict[str, str] = Field(default_factory=dict, exclude=True)
+    """Provider blocks left without a credential: name -> why (filled by load_config)."""
+
+    @model_validator(mode="after")
+    def _deployments_name_providers(self) -> GatewayConfig:
+        for alias, model in self.models.items():
+            for index, deployment in enumerate(model.deployments):
+                if deployment.provider not in self.providers:
+                    known = ", ".join(sorted(self.providers)) or "none"
+                    raise _KeyedError(
+                        f"models.{alias}.deployments[{index}].provider",
+                        f"no provider block named {deployment.provider!r} (defined: {known})",
+                    )
+        return self
+
+
+class _KeyedError(ValueError):
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key, self.problem = key, problem
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, _join(path, str(k)), env, problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, f"{path}[{i}]", env, problems) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(
+            f"{path}: environment variable {name} is not set"
+            f" (set it, or write ${{{name}:-}} to make it optional)"
+        )
+        return ""
+
+    return _ENV_REF.sub(substitute, node)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else _join(out, part)
+    return out
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    given = error.get("input")
+    shown = f" (got {given!r})" if isinstance(given, (str, int, float, bool)) else ""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{message}{shown}"
+
+
+def _validate_providers(raw: Any, problems: list[str]) -> dict[str, ProviderSettings]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.append("providers: must be a mapping of provider names to blocks")
+        return {}
+    known = ", ".join(sorted(PROVIDER_KINDS))
+    settings: dict[str, ProviderSettings] = {}
+    for name, block in raw.items():
+        where = f"providers.{name}"
+        if not isinstance(block, dict):
+            problems.append(f"{where}: must be a mapping with at least `kind`")
+            continue
+        kind = block.get("kind")
+        if kind is None:
+            problems.append(f"{where}.kind: required key is missing (one of: {known})")
+            continue
+        entry = PROVIDER_KINDS.get(str(kind))
+        if entry is None:
+            problems.append(f"{where}.kind: unknown provider kind {kind!r} (one of: {known})")
+            continue
+        try:
+            settings[str(name)] = entry.settings.model_validate(block)
+        except ValidationError as exc:
+            for error in exc.errors():
+                problems.append(f"{_join(where, _format_loc(error['loc']))}: {_describe(error)}")
+    return settings
+
+
+def parse_config(
+    text: str, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Parse and check a YAML configuration; raise ConfigError naming every problem."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"config error in {source}{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config error in {source}: the top level must be a mapping of keys")
+
+    problems: list[str] = []
+    raw = _interpolate(raw, "", os.environ if env is None else env, problems)
+    disabled = {
+        str(name): "its api_key is empty (the environment variable it names is not set)"
+        for name, block in (raw.get("providers") or {}).items()
+        if isinstance(block, dict) and block.get("api_key") == ""
+    }
+    providers = _validate_providers(raw.get("providers"), problems)
+    if problems:
+        raise _config_error(source, problems)
+    try:
+        config = GatewayConfig.model_validate({**raw, "providers": providers})
+    except ValidationError as exc:
+        for error in exc.errors():
+            if isinstance(error.get("ctx", {}).get("error"), _KeyedError):
+                problems.append(str(error["ctx"]["error"]))
+            else:
+                problems.append(f"{_format_loc(error['loc'])}: {_describe(error)}")
+        raise _config_error(source, problems) from None
+    return config.model_copy(update={"disabled_providers": disabled})
+
+
+def _config_error(source: str, problems: list[str]) -> ConfigError:
+    if len(problems) == 1:
+        return ConfigError(f"config error in {source}: {problems[0]}")
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return ConfigError(f"config error in {source}:\n{lines}")
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and check a configuration file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config error: cannot read {path}: {exc.strerror}") from None
+    return parse_config(text, str(path))

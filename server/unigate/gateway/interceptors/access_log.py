@@ -1,0 +1,71 @@
+"""One structured log line per call: method, outcome, latency, request id."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from unigate.gateway import callstate
+from unigate.gateway.errors import GatewayError
+from unigate.gateway.interceptors.base import HandlerInterceptor, StreamBehavior, UnaryBehavior
+
+log = logging.getLogger("unigate.access")
+
+
+def _outcome(exc: BaseException | None) -> tuple[str, str]:
+    if exc is None:
+        return "OK", ""
+    if isinstance(exc, GatewayError):
+        return exc.code.name, exc.reason
+    if not isinstance(exc, Exception):
+        return "CANCELLED", ""
+    return "INTERNAL", "INTERNAL"
+
+
+def _record(method: str, started: float, exc: BaseException | None, messages: int) -> None:
+    code, reason = _outcome(exc)
+    log.info(
+        "call",
+        extra={
+            "request_id": callstate.request_id.get(),
+            "method": method,
+            "code": code,
+            "reason": reason,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            "messages": messages,
+        },
+    )
+
+
+class AccessLogInterceptor(HandlerInterceptor):
+    def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            try:
+                response = await behavior(request, context)
+            except BaseException as exc:
+                _record(method, started, exc, 0)
+                raise
+            _record(method, started, None, 1)
+            return response
+
+        return unary
+
+    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            sent = 0
+            try:
+                async for response in behavior(request, context):
+                    sent += 1
+                    yield response
+            except BaseException as exc:
+                _record(method, started, exc, sent)
+                raise
+            _record(method, started, None, sent)
+
+        return stream

@@ -9,6 +9,8 @@ CONFIG ?= examples/gateway.yaml
 PROTOS := $(wildcard protos/unigate/v1/*.proto)
 GEN    := clients/python
 BUF    := npx --yes @bufbuild/buf@1.75.0
+PROTOC  = $(BIN)/python -m grpc_tools.protoc -Iprotos \
+	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
 .PHONY: help run test lint typecheck check protos buf-lint unit clean
 
@@ -41,14 +43,14 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 protos: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -Iprotos \
-		--python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
+	$(PROTOC) --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) \
+		--mypy_grpc_out=$(GEN) $(PROTOS)
 
 # Regenerate into a scratch folder and compare with what is committed.
 check: $(STAMP)
 	@rm -rf $(VENV)/gen-check && mkdir -p $(VENV)/gen-check
-	@$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$(VENV)/gen-check \
-		--pyi_out=$(VENV)/gen-check --grpc_python_out=$(VENV)/gen-check $(PROTOS)
+	@$(PROTOC) --python_out=$(VENV)/gen-check --pyi_out=$(VENV)/gen-check \
+		--grpc_python_out=$(VENV)/gen-check --mypy_grpc_out=$(VENV)/gen-check $(PROTOS) >/dev/null 2>&1
 	@for f in $$(cd $(VENV)/gen-check && find . -name '*.py' -o -name '*.pyi'); do \
 		cmp -s $(VENV)/gen-check/$$f $(GEN)/$$f || \
 		{ echo "generated code is stale: $(GEN)/$$f (run: make protos)"; exit 1; }; \

@@ -16,7 +16,6 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from unigate.v1 import inference_pb2, inference_pb2_grpc
 
 from unigate.gateway.config import GatewayConfig, ServerSettings
 from unigate.gateway.interceptors.access_log import AccessLogInterceptor
@@ -27,6 +26,7 @@ from unigate.gateway.providers.registry import PROVIDER_KINDS
 from unigate.gateway.providers.transport import HttpTransport, TransportLimits
 from unigate.gateway.routing.router import build_router
 from unigate.gateway.services.inference import InferenceService
+from unigate.v1 import inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger("unigate")
 
@@ -76,7 +76,7 @@ def _server_options(settings: ServerSettings) -> list[tuple[str, int]]:
     }
     for key, value in optional.items():
         if value is not None:
-            options.append((key, value if key == "grpc.max_concurrent_streams" else ms(value)))
+            options.append((key, int(value) if key == "grpc.max_concurrent_streams" else ms(value)))
     return options
 
 
@@ -123,8 +123,11 @@ async def create_server(
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if settings.reflection:
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME),
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             server,
         )
 
@@ -145,12 +148,13 @@ async def serve(config: GatewayConfig, host: str | None = None, port: int | None
     gateway = await create_server(config, host, port)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+    forced: list[asyncio.Task[None]] = []
     signals = (signal.SIGTERM, signal.SIGINT)
 
     def on_signal(signum: int) -> None:
         if stopping.is_set():
             log.warning("second signal: stopping now, cancelling in-flight calls")
-            loop.create_task(gateway.server.stop(0))
+            forced.append(loop.create_task(gateway.server.stop(0)))
             return
         log.info("received %s: draining", signal.Signals(signum).name)
         stopping.set()

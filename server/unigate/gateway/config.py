@@ -197,8 +197,10 @@ def _validate_providers(raw: Any, problems: list[str]) -> dict[str, ProviderSett
         try:
             settings[str(name)] = entry.settings.model_validate(block)
         except ValidationError as exc:
-            for error in exc.errors():
-                problems.append(f"{_join(where, _format_loc(error['loc']))}: {_describe(error)}")
+            problems.extend(
+                f"{_join(where, _format_loc(error['loc']))}: {_describe(error)}"
+                for error in exc.errors()
+            )
     return settings
 
 

@@ -91,7 +91,8 @@ class GatewayError(Exception):
         status = status_pb2.Status(code=_CODE_NUMBERS[self.code], message=self.message)
         for detail in details:
             status.details.add().Pack(detail)
-        return rpc_status.to_status(status)
+        converted: grpc.Status = rpc_status.to_status(status)
+        return converted
 
 
 _CODE_NUMBERS = {code: code.value[0] for code in grpc.StatusCode}

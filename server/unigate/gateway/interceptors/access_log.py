@@ -7,11 +7,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
-
 from unigate.gateway import callstate
 from unigate.gateway.errors import GatewayError
-from unigate.gateway.interceptors.base import HandlerInterceptor, StreamBehavior, UnaryBehavior
+from unigate.gateway.interceptors.base import (
+    Context,
+    HandlerInterceptor,
+    StreamBehavior,
+    UnaryBehavior,
+)
 
 log = logging.getLogger("unigate.access")
 
@@ -43,7 +46,7 @@ def _record(method: str, started: float, exc: BaseException | None, messages: in
 
 class AccessLogInterceptor(HandlerInterceptor):
     def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(request: Any, context: Context) -> Any:
             started = time.perf_counter()
             try:
                 response = await behavior(request, context)
@@ -56,7 +59,7 @@ class AccessLogInterceptor(HandlerInterceptor):
         return unary
 
     def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             started = time.perf_counter()
             sent = 0
             try:

@@ -8,12 +8,18 @@ behaviour by cardinality. Wrapped handlers are built once per method and cached.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
-UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-StreamBehavior = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+if TYPE_CHECKING:  # generic only in the type stubs
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+else:
+    Context = grpc.aio.ServicerContext
+    Handler = grpc.RpcMethodHandler
+UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
+StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
 
 # Services that are plumbing, not product: never logged, metered or authenticated.
 PLUMBING_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -23,13 +29,13 @@ class HandlerInterceptor(grpc.aio.ServerInterceptor):
     """Subclasses implement `wrap_unary` and `wrap_stream` for one concern."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, grpc.RpcMethodHandler] = {}
+        self._cache: dict[str, Handler] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         method = handler_call_details.method
         cached = self._cache.get(method)
         if cached is not None:
@@ -41,18 +47,20 @@ class HandlerInterceptor(grpc.aio.ServerInterceptor):
         self._cache[method] = wrapped
         return wrapped
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def _wrap(self, handler: Handler, method: str) -> Handler:
         kwargs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self.wrap_unary(handler.unary_unary, method), **kwargs
+                self.wrap_unary(handler.unary_unary, method),  # type: ignore[arg-type]
+                **kwargs,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self.wrap_stream(handler.unary_stream, method), **kwargs
+                self.wrap_stream(handler.unary_stream, method),  # type: ignore[arg-type]
+                **kwargs,
             )
         # Client-streaming methods are not part of the contract; leave them as they are.
         return handler

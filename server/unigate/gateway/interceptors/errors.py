@@ -15,12 +15,17 @@ import grpc
 
 from unigate.gateway import callstate
 from unigate.gateway.errors import GatewayError, Reason
-from unigate.gateway.interceptors.base import HandlerInterceptor, StreamBehavior, UnaryBehavior
+from unigate.gateway.interceptors.base import (
+    Context,
+    HandlerInterceptor,
+    StreamBehavior,
+    UnaryBehavior,
+)
 
 log = logging.getLogger("unigate.errors")
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> NoReturn:
+async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
     if not isinstance(exc, GatewayError):
         rid = callstate.request_id.get()
         log.exception("unexpected error in %s", method, extra={"request_id": rid})
@@ -35,7 +40,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str)
 
 class ErrorInterceptor(HandlerInterceptor):
     def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(request: Any, context: Context) -> Any:
             try:
                 return await behavior(request, context)
             except grpc.aio.AbortError:
@@ -46,7 +51,7 @@ class ErrorInterceptor(HandlerInterceptor):
         return unary
 
     def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
                 async for response in behavior(request, context):
                     yield response

@@ -10,16 +10,19 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
-
 from unigate.gateway import callstate
-from unigate.gateway.interceptors.base import HandlerInterceptor, StreamBehavior, UnaryBehavior
+from unigate.gateway.interceptors.base import (
+    Context,
+    HandlerInterceptor,
+    StreamBehavior,
+    UnaryBehavior,
+)
 
 HEADER = "x-request-id"
 _MAX_LENGTH = 128
 
 
-def _incoming(context: grpc.aio.ServicerContext) -> str:
+def _incoming(context: Context) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == HEADER and isinstance(value, str) and 0 < len(value) <= _MAX_LENGTH:
             return value if value.isprintable() else uuid.uuid4().hex
@@ -28,7 +31,7 @@ def _incoming(context: grpc.aio.ServicerContext) -> str:
 
 class RequestIdInterceptor(HandlerInterceptor):
     def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(request: Any, context: Context) -> Any:
             rid = _incoming(context)
             callstate.request_id.set(rid)
             await context.send_initial_metadata(((HEADER, rid),))
@@ -37,7 +40,7 @@ class RequestIdInterceptor(HandlerInterceptor):
         return unary
 
     def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             rid = _incoming(context)
             callstate.request_id.set(rid)
             await context.send_initial_metadata(((HEADER, rid),))

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
-from unigate.v1 import inference_pb2 as pb
 
 from unigate.gateway.providers.transport import HttpTransport
+from unigate.v1 import inference_pb2 as pb
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,12 +17,12 @@ from typing import ClassVar, Literal
 
 import grpc
 from pydantic import Field
-from unigate.v1 import inference_pb2 as pb
 
 from unigate.gateway.config_types import Duration
 from unigate.gateway.errors import GatewayError, Reason
 from unigate.gateway.providers.base import ProviderKind, ProviderSettings, UpstreamCall
 from unigate.gateway.providers.transport import HttpTransport
+from unigate.v1 import inference_pb2 as pb
 
 
 class MockSettings(ProviderSettings):
@@ -119,7 +119,9 @@ class MockProvider:
             last.finish_reason = pb.FINISH_REASON_TOOL_CALLS
         yield last
 
-    async def complete(self, request: pb.CompleteRequest, call: UpstreamCall) -> pb.CompleteResponse:
+    async def complete(
+        self, request: pb.CompleteRequest, call: UpstreamCall
+    ) -> pb.CompleteResponse:
         started = time.monotonic()
         tokens = _words(request.prompt)
         await self._wait(self._settings.latency + self._pace() * len(tokens), call, started)
@@ -210,9 +212,7 @@ def _words(text: str) -> list[str]:
 
 
 def _chat_prompt_tokens(request: pb.ChatRequest) -> int:
-    return sum(
-        len(_words(part.text)) for m in request.messages for part in m.content if part.text
-    )
+    return sum(len(_words(part.text)) for m in request.messages for part in m.content if part.text)
 
 
 def _usage(prompt: int, output: int) -> pb.Usage:

@@ -143,7 +143,7 @@ def map_transport_errors(target: Target) -> Iterator[None]:
     where = f"{target.provider} deployment {target.deployment!r}"
     try:
         yield
-    except (TimeoutError, asyncio.TimeoutError) as exc:
+    except TimeoutError as exc:
         raise GatewayError(
             grpc.StatusCode.DEADLINE_EXCEEDED,
             Reason.UPSTREAM_TIMEOUT,

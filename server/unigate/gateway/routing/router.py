@@ -13,11 +13,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
-from unigate.v1 import inference_pb2 as pb
 
 from unigate.gateway.config import GatewayConfig, ModelSettings
 from unigate.gateway.errors import FieldViolation, GatewayError, Reason
 from unigate.gateway.providers.base import Provider
+from unigate.v1 import inference_pb2 as pb
 
 log = logging.getLogger(__name__)
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-import grpc
-from unigate.v1 import inference_pb2 as pb
-from unigate.v1 import inference_pb2_grpc
-
 from unigate.gateway import callstate
+from unigate.gateway.interceptors.base import Context
 from unigate.gateway.providers.base import UpstreamCall
 from unigate.gateway.routing.router import Deployment, Router
 from unigate.gateway.services import validation
+from unigate.v1 import inference_pb2 as pb
+from unigate.v1 import inference_pb2_grpc
 
 
 class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
@@ -25,7 +24,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         self._default_deadline = default_deadline
 
     def _upstream(
-        self, model: str, needs: tuple[str, ...], context: grpc.aio.ServicerContext
+        self, model: str, needs: tuple[str, ...], context: Context
     ) -> tuple[str, Deployment, UpstreamCall, float]:
         route = self._router.resolve(model, needs)
         deployment = route.pick()
@@ -38,9 +37,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         )
         return route.alias, deployment, call, time.perf_counter()
 
-    async def Chat(
-        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ChatResponse:
+    async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:
         started = time.perf_counter()
         alias, deployment, call, upstream_started = self._upstream(
             request.model, validation.check_chat(request), context
@@ -50,7 +47,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         return response
 
     async def StreamChat(
-        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ChatRequest, context: Context
     ) -> AsyncIterator[pb.StreamChatResponse]:
         started = time.perf_counter()
         needs = (*validation.check_chat(request), "streaming")
@@ -60,9 +57,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
                 _gateway_facts(chunk.gateway, alias, deployment, started, upstream_started)
             yield chunk
 
-    async def Complete(
-        self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
-    ) -> pb.CompleteResponse:
+    async def Complete(self, request: pb.CompleteRequest, context: Context) -> pb.CompleteResponse:
         started = time.perf_counter()
         alias, deployment, call, upstream_started = self._upstream(
             request.model, validation.check_complete(request), context
@@ -72,7 +67,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         return response
 
     async def StreamComplete(
-        self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CompleteRequest, context: Context
     ) -> AsyncIterator[pb.StreamCompleteResponse]:
         started = time.perf_counter()
         needs = (*validation.check_complete(request), "streaming")
@@ -82,9 +77,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
                 _gateway_facts(chunk.gateway, alias, deployment, started, upstream_started)
             yield chunk
 
-    async def Embed(
-        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
-    ) -> pb.EmbedResponse:
+    async def Embed(self, request: pb.EmbedRequest, context: Context) -> pb.EmbedResponse:
         started = time.perf_counter()
         alias, deployment, call, upstream_started = self._upstream(
             request.model, validation.check_embed(request), context
@@ -94,13 +87,17 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         return response
 
     async def ListModels(
-        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
         return self._router.list_models()
 
 
 def _gateway_facts(
-    info: pb.GatewayInfo, alias: str, deployment: Deployment, started: float, upstream_started: float
+    info: pb.GatewayInfo,
+    alias: str,
+    deployment: Deployment,
+    started: float,
+    upstream_started: float,
 ) -> None:
     info.request_id = callstate.request_id.get()
     info.alias = alias

@@ -3,9 +3,8 @@ that says what to fix, and the capabilities a request needs are derived here."""
 
 from __future__ import annotations
 
-from unigate.v1 import inference_pb2 as pb
-
 from unigate.gateway.errors import FieldViolation, invalid_argument
+from unigate.v1 import inference_pb2 as pb
 
 _ROLES = {pb.ROLE_SYSTEM, pb.ROLE_USER, pb.ROLE_ASSISTANT, pb.ROLE_TOOL}
 _ROLE_NAMES = "ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"
@@ -31,7 +30,9 @@ def _message(index: int, message: pb.Message, out: list[FieldViolation]) -> None
         out.append(FieldViolation(f"{where}.role", f"must be {_ROLE_NAMES}"))
     if message.role == pb.ROLE_TOOL and not message.tool_call_id:
         out.append(
-            FieldViolation(f"{where}.tool_call_id", "required on a tool message: the call it answers")
+            FieldViolation(
+                f"{where}.tool_call_id", "required on a tool message: the call it answers"
+            )
         )
     if message.tool_calls and message.role != pb.ROLE_ASSISTANT:
         out.append(FieldViolation(f"{where}.tool_calls", "only assistant messages make tool calls"))

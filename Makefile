@@ -8,6 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/gateway.yaml
 PROTOS := $(wildcard protos/unigate/v1/*.proto)
 GEN    := clients/python
+DESCRIPTORS := server/unigate/gateway/services/unigate_v1.binpb
 BUF    := npx --yes @bufbuild/buf@1.75.0
 PROTOC  = $(BIN)/python -m grpc_tools.protoc -Iprotos \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
@@ -45,16 +46,20 @@ lint: $(STAMP)
 protos: $(STAMP)
 	$(PROTOC) --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) \
 		--mypy_grpc_out=$(GEN) $(PROTOS)
+	$(PROTOC) --include_source_info --descriptor_set_out=$(DESCRIPTORS) $(PROTOS)
 
 # Regenerate into a scratch folder and compare with what is committed.
 check: $(STAMP)
 	@rm -rf $(VENV)/gen-check && mkdir -p $(VENV)/gen-check
 	@$(PROTOC) --python_out=$(VENV)/gen-check --pyi_out=$(VENV)/gen-check \
 		--grpc_python_out=$(VENV)/gen-check --mypy_grpc_out=$(VENV)/gen-check $(PROTOS) >/dev/null 2>&1
+	@$(PROTOC) --include_source_info --descriptor_set_out=$(VENV)/gen-check/descriptors.binpb $(PROTOS)
 	@for f in $$(cd $(VENV)/gen-check && find . -name '*.py' -o -name '*.pyi'); do \
 		cmp -s $(VENV)/gen-check/$$f $(GEN)/$$f || \
 		{ echo "generated code is stale: $(GEN)/$$f (run: make protos)"; exit 1; }; \
 	done
+	@cmp -s $(VENV)/gen-check/descriptors.binpb $(DESCRIPTORS) || \
+		{ echo "generated code is stale: $(DESCRIPTORS) (run: make protos)"; exit 1; }
 	@echo "generated code is up to date"
 
 # buf lint runs wherever Node.js is present, and always under CI.

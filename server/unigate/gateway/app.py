@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from unigate.gateway.config import GatewayConfig, ServerSettings
 from unigate.gateway.interceptors.access_log import AccessLogInterceptor
@@ -26,6 +25,7 @@ from unigate.gateway.providers.registry import PROVIDER_KINDS
 from unigate.gateway.providers.transport import HttpTransport, TransportLimits
 from unigate.gateway.routing.router import build_router
 from unigate.gateway.services.inference import InferenceService
+from unigate.gateway.services.reflection import enable_reflection
 from unigate.v1 import inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger("unigate")
@@ -122,14 +122,8 @@ async def create_server(
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if settings.reflection:
-        reflection.enable_server_reflection(
-            (
-                *SERVICE_NAMES,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        enable_reflection((*SERVICE_NAMES, health_name), server)
 
     address = _address(host or settings.host, settings.port if port is None else port)
     try:

@@ -26,7 +26,7 @@ class UseClientDefault(enum.Enum):
 
 
 USE_CLIENT_DEFAULT = UseClientDefault.USE_CLIENT_DEFAULT
-Timeout: TypeAlias = float | None | UseClientDefault
+Timeout: TypeAlias = float | UseClientDefault | None
 
 
 class ResponseStream(Iterator[T_co], Protocol[T_co]):

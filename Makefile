@@ -13,7 +13,7 @@ BUF    := npx --yes @bufbuild/buf@1.75.0
 PROTOC  = $(BIN)/python -m grpc_tools.protoc -Iprotos \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
-.PHONY: help run test lint typecheck check protos buf-lint unit clean
+.PHONY: help run test lint typecheck check protos buf-lint unit bench clean
 
 help:
 	@echo "make run      start the gateway on $(CONFIG) (port 50051)"
@@ -70,3 +70,7 @@ buf-lint:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks measure speed targets; tests never assert timings.
+bench: $(STAMP)
+	$(BIN)/python bench/chain_overhead.py

@@ -161,7 +161,7 @@ class Driver:
             if not method.startswith("stream_"):
                 return await bound(**kwargs), None
             async for message in bound(**kwargs):
-                received.append(message)  # noqa: PERF401 (keeps what came before an error)
+                received.append(message)
         except grpc.RpcError as error:
             return received, error
         return received, None

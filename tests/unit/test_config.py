@@ -69,13 +69,16 @@ def test_empty_optional_key_disables_provider() -> None:
         (BASE.replace("{kind: mock}", "{kind: mock, latncy: 1}"), "providers.m.latncy", "unknown"),
         (BASE.replace("provider: m,", "provider: x,"), "models.mock.deployments[0].provider", "x"),
         (BASE.replace("[{provider: m, model: echo}]", "[]"), "models.mock.deployments", "at least"),
-        (BASE.replace("model: echo", "modl: echo"), "models.mock.deployments[0]", "model"),
+        (
+            BASE.replace("model: echo", "model: echo, modl: echo"),
+            "models.mock.deployments[0].modl",
+            "unknown key",
+        ),
     ],
 )
 def test_errors_name_key_and_problem(text: str, key: str, problem: str) -> None:
     message = error_of(text)
-    assert "gw.yaml" in message
-    assert key in message
+    assert message.startswith(f"config error in gw.yaml: {key}: ")
     assert problem in message
     assert "Traceback" not in message
 
@@ -83,6 +86,12 @@ def test_errors_name_key_and_problem(text: str, key: str, problem: str) -> None:
 def test_yaml_syntax_error_has_line() -> None:
     message = error_of("server:\n  port: [1,\n")
     assert "gw.yaml line" in message
+
+
+def test_missing_and_misspelt_keys_are_both_named() -> None:
+    message = error_of(BASE.replace("model: echo", "modl: echo"))
+    assert "  - models.mock.deployments[0].model: required key is missing" in message
+    assert "  - models.mock.deployments[0].modl: unknown key" in message
 
 
 def test_every_problem_is_listed() -> None:

@@ -6,7 +6,7 @@ thin call into the shared HttpTransport. It never learns who the caller is.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -47,7 +47,7 @@ class Provider(Protocol):
 
     def stream_chat(
         self, request: pb.ChatRequest, call: UpstreamCall
-    ) -> AsyncIterator[pb.StreamChatResponse]: ...
+    ) -> AsyncGenerator[pb.StreamChatResponse, None]: ...
 
     async def complete(
         self, request: pb.CompleteRequest, call: UpstreamCall
@@ -55,7 +55,7 @@ class Provider(Protocol):
 
     def stream_complete(
         self, request: pb.CompleteRequest, call: UpstreamCall
-    ) -> AsyncIterator[pb.StreamCompleteResponse]: ...
+    ) -> AsyncGenerator[pb.StreamCompleteResponse, None]: ...
 
     async def embed(self, request: pb.EmbedRequest, call: UpstreamCall) -> pb.EmbedResponse: ...
 

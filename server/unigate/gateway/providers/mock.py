@@ -12,7 +12,7 @@ import hashlib
 import math
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import ClassVar, Literal
 
 import grpc
@@ -93,7 +93,7 @@ class MockProvider:
 
     async def stream_chat(
         self, request: pb.ChatRequest, call: UpstreamCall
-    ) -> AsyncIterator[pb.StreamChatResponse]:
+    ) -> AsyncGenerator[pb.StreamChatResponse, None]:
         started = time.monotonic()
         text, tool_call = _answer(request)
         response_id = _response_id(call)
@@ -136,7 +136,7 @@ class MockProvider:
 
     async def stream_complete(
         self, request: pb.CompleteRequest, call: UpstreamCall
-    ) -> AsyncIterator[pb.StreamCompleteResponse]:
+    ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
         started = time.monotonic()
         response_id = _response_id(call)
         tokens = _words(request.prompt)

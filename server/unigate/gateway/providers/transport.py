@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp.http_exceptions
 import grpc
 import orjson
 
@@ -150,7 +151,7 @@ def map_transport_errors(target: Target) -> Iterator[None]:
             f"{where} did not answer within the call's deadline",
             metadata=meta,
         ) from exc
-    except aiohttp.ClientPayloadError as exc:
+    except (aiohttp.ClientPayloadError, aiohttp.http_exceptions.HttpProcessingError) as exc:
         raise GatewayError(
             grpc.StatusCode.UNAVAILABLE,
             Reason.UPSTREAM_UNAVAILABLE,

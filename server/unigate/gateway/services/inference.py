@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from unigate.gateway import callstate
 from unigate.gateway.interceptors.base import Context
@@ -52,10 +53,11 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         started = time.perf_counter()
         needs = (*validation.check_chat(request), "streaming")
         alias, deployment, call, upstream_started = self._upstream(request.model, needs, context)
-        async for chunk in deployment.provider.stream_chat(request, call):
-            if chunk.finish_reason:
-                _gateway_facts(chunk.gateway, alias, deployment, started, upstream_started)
-            yield chunk
+        async with aclosing(deployment.provider.stream_chat(request, call)) as chunks:
+            async for chunk in chunks:
+                if chunk.finish_reason:
+                    _gateway_facts(chunk.gateway, alias, deployment, started, upstream_started)
+                yield chunk
 
     async def Complete(self, request: pb.CompleteRequest, context: Context) -> pb.CompleteResponse:
         started = time.perf_counter()
@@ -72,10 +74,11 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         started = time.perf_counter()
         needs = (*validation.check_complete(request), "streaming")
         alias, deployment, call, upstream_started = self._upstream(request.model, needs, context)
-        async for chunk in deployment.provider.stream_complete(request, call):
-            if chunk.finish_reason:
-                _gateway_facts(chunk.gateway, alias, deployment, started, upstream_started)
-            yield chunk
+        async with aclosing(deployment.provider.stream_complete(request, call)) as chunks:
+            async for chunk in chunks:
+                if chunk.finish_reason:
+                    _gateway_facts(chunk.gateway, alias, deployment, started, upstream_started)
+                yield chunk
 
     async def Embed(self, request: pb.EmbedRequest, context: Context) -> pb.EmbedResponse:
         started = time.perf_counter()

@@ -32,7 +32,7 @@ class _DocumentedFile:
     def dependencies(self) -> list[_DocumentedFile]:
         return [_DocumentedFile(dep, self._documented) for dep in self._wrapped.dependencies]
 
-    def CopyToProto(self, proto: descriptor_pb2.FileDescriptorProto) -> None:  # noqa: N802
+    def CopyToProto(self, proto: descriptor_pb2.FileDescriptorProto) -> None:
         documented = self._documented.get(self.name)
         if documented is not None:
             proto.CopyFrom(documented)
@@ -47,10 +47,10 @@ class _DocumentedPool:
         self._pool = descriptor_pool.Default()
         self._documented = documented
 
-    def FindFileByName(self, name: str) -> _DocumentedFile:  # noqa: N802
+    def FindFileByName(self, name: str) -> _DocumentedFile:
         return _DocumentedFile(self._pool.FindFileByName(name), self._documented)
 
-    def FindFileContainingSymbol(self, symbol: str) -> _DocumentedFile:  # noqa: N802
+    def FindFileContainingSymbol(self, symbol: str) -> _DocumentedFile:
         return _DocumentedFile(self._pool.FindFileContainingSymbol(symbol), self._documented)
 
     def __getattr__(self, name: str) -> Any:

@@ -1,0 +1,114 @@
+"""How much the gateway's policy chain costs per call, next to Python's own gRPC.
+
+Three servers on loopback, each called N times by one grpc.aio client:
+  bare     a grpc.aio servicer that returns a canned ChatResponse (gRPC alone)
+  gateway  the real gateway (interceptors, validation, routing) on the mock provider
+  no-log   the same gateway with the access log switched off
+The difference between gateway and bare is what unigate adds to a call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+import uvloop
+
+from unigate.gateway.app import create_server
+from unigate.gateway.config import parse_config
+from unigate.v1 import inference_pb2 as pb
+from unigate.v1 import inference_pb2_grpc
+
+CONFIG = """
+logging: {{access_log: {access_log}, level: warning}}
+providers: {{m: {{kind: mock}}}}
+models: {{mock: {{deployments: [{{provider: m, model: echo}}]}}}}
+"""
+
+REQUEST = pb.ChatRequest(
+    model="mock",
+    messages=[pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text="hello gateway")])],
+)
+
+
+class Bare(inference_pb2_grpc.InferenceServiceServicer):
+    async def Chat(self, request: pb.ChatRequest, context: object) -> pb.ChatResponse:
+        reply = pb.ChatResponse(id="x", model="echo", provider="mock")
+        reply.message.role = pb.ROLE_ASSISTANT
+        reply.message.content.add(text=request.messages[-1].content[0].text)
+        return reply
+
+
+async def measure(target: str, calls: int, concurrency: int) -> tuple[float, float, float]:
+    """Return (median µs per sequential call, p99 µs, calls/s at the given concurrency)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        for _ in range(200):
+            await stub.Chat(REQUEST)
+        samples = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            await stub.Chat(REQUEST)
+            samples.append((time.perf_counter() - started) * 1e6)
+
+        async def worker(n: int) -> None:
+            for _ in range(n):
+                await stub.Chat(REQUEST)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(calls // concurrency) for _ in range(concurrency)))
+        throughput = (calls // concurrency * concurrency) / (time.perf_counter() - started)
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1], throughput
+
+
+async def bare_server() -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server()
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(Bare(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
+async def main(calls: int, concurrency: int) -> None:
+    rows: list[tuple[str, tuple[float, float, float]]] = []
+    starters: list[tuple[str, Callable[[], Awaitable[tuple[Callable[[], Awaitable[None]], int]]]]]
+
+    async def start_bare() -> tuple[Callable[[], Awaitable[None]], int]:
+        server, port = await bare_server()
+        return (lambda: server.stop(0)), port
+
+    async def start_gateway(access_log: bool) -> tuple[Callable[[], Awaitable[None]], int]:
+        config = parse_config(CONFIG.format(access_log=str(access_log).lower()))
+        gateway = await create_server(config, host="127.0.0.1", port=0)
+        return (lambda: gateway.stop(grace=0)), gateway.port
+
+    starters = [
+        ("bare grpc.aio", start_bare),
+        ("gateway", lambda: start_gateway(True)),
+        ("gateway, no access log", lambda: start_gateway(False)),
+    ]
+    for name, start in starters:
+        stop, port = await start()
+        rows.append((name, await measure(f"127.0.0.1:{port}", calls, concurrency)))
+        await stop()
+
+    print(f"{calls} unary Chat calls each, client and server in one process (uvloop)")
+    print(f"{'server':<24}{'median µs':>12}{'p99 µs':>10}{f'calls/s @{concurrency}':>16}")
+    for name, (median, p99, rate) in rows:
+        print(f"{name:<24}{median:>12.0f}{p99:>10.0f}{rate:>16.0f}")
+    bare = rows[0][1][0]
+    for name, (median, _, _) in rows[1:]:
+        print(f"{name}: adds {median - bare:.0f} µs per call over bare gRPC")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    uvloop.run(main(args.calls, args.concurrency))

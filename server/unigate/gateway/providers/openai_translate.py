@@ -1,0 +1,432 @@
+"""Pure translation between unigate.v1 messages and OpenAI's REST wire format.
+
+No I/O here. Request bodies are built from protos; response bodies and SSE chunk payloads are
+read into protos; upstream failures become GatewayErrors. A body that does not have the shape
+OpenAI documents is an UPSTREAM_PROTOCOL_ERROR, raised once, by `protocol_errors`.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import grpc
+import orjson
+from google.protobuf import json_format, struct_pb2
+
+from unigate.gateway.errors import (
+    FieldViolation,
+    GatewayError,
+    Reason,
+    from_http_status,
+    invalid_argument,
+    parse_retry_after,
+    redact,
+)
+from unigate.gateway.providers.transport import Target
+from unigate.v1 import inference_pb2 as pb
+
+PROVIDER = "openai"
+MAX_VENDOR_MESSAGE = 500
+
+Json = dict[str, Any]
+
+_ROLES = {
+    pb.ROLE_SYSTEM: "system",
+    pb.ROLE_USER: "user",
+    pb.ROLE_ASSISTANT: "assistant",
+    pb.ROLE_TOOL: "tool",
+}
+_DETAILS = {pb.IMAGE_DETAIL_AUTO: "auto", pb.IMAGE_DETAIL_LOW: "low", pb.IMAGE_DETAIL_HIGH: "high"}
+_TOOL_CHOICE_MODES = {
+    pb.TOOL_CHOICE_MODE_AUTO: "auto",
+    pb.TOOL_CHOICE_MODE_NONE: "none",
+    pb.TOOL_CHOICE_MODE_REQUIRED: "required",
+}
+_FINISH_REASONS = {
+    "stop": pb.FINISH_REASON_STOP,
+    "length": pb.FINISH_REASON_LENGTH,
+    "tool_calls": pb.FINISH_REASON_TOOL_CALLS,
+    "function_call": pb.FINISH_REASON_TOOL_CALLS,
+    "content_filter": pb.FINISH_REASON_CONTENT_FILTER,
+}
+# In-stream errors carry no HTTP status; their type or code says what the status would have been.
+_STREAM_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "model_not_found": 404,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "server_error": 500,
+}
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+def chat_request_body(
+    request: pb.ChatRequest,
+    model: str,
+    *,
+    stream: bool = False,
+    max_tokens_field: str = "max_tokens",
+) -> Json:
+    """The /chat/completions body. `metadata` stays in the gateway."""
+    body: Json = {
+        "model": model,
+        "messages": [_message(m, i) for i, m in enumerate(request.messages)],
+    }
+    body.update(_sampling(request.sampling, max_tokens_field))
+    if request.tools:
+        body["tools"] = [_tool(tool) for tool in request.tools]
+    if request.HasField("tool_choice"):
+        choice = request.tool_choice
+        if choice.WhichOneof("choice") == "function_name":
+            body["tool_choice"] = {"type": "function", "function": {"name": choice.function_name}}
+        elif choice.mode in _TOOL_CHOICE_MODES:
+            body["tool_choice"] = _TOOL_CHOICE_MODES[choice.mode]
+    if request.HasField("parallel_tool_calls"):
+        body["parallel_tool_calls"] = request.parallel_tool_calls
+    if request.HasField("response_format") and (fmt := _response_format(request.response_format)):
+        body["response_format"] = fmt
+    if request.user:
+        body["user"] = request.user
+    return body | _stream_flags() if stream else body
+
+
+def complete_request_body(request: pb.CompleteRequest, model: str, *, stream: bool = False) -> Json:
+    """The legacy /completions body (it has always taken `max_tokens`)."""
+    body: Json = {"model": model, "prompt": request.prompt}
+    body.update(_sampling(request.sampling, "max_tokens"))
+    if request.user:
+        body["user"] = request.user
+    return body | _stream_flags() if stream else body
+
+
+def embed_request_body(request: pb.EmbedRequest, model: str, *, encoding: str = "float") -> Json:
+    body: Json = {"model": model, "input": list(request.inputs), "encoding_format": encoding}
+    if request.HasField("dimensions"):
+        body["dimensions"] = request.dimensions
+    if request.user:
+        body["user"] = request.user
+    return body
+
+
+def _stream_flags() -> Json:
+    # Without include_usage OpenAI streams no token counts at all.
+    return {"stream": True, "stream_options": {"include_usage": True}}
+
+
+def _message(message: pb.Message, index: int) -> Json:
+    role = _ROLES.get(message.role)
+    if role is None:
+        raise invalid_argument([FieldViolation(f"messages[{index}].role", "must be set")])
+    content = _content(message.content)
+    out: Json = {"role": role, "content": content}
+    if role == "tool":
+        out["tool_call_id"] = message.tool_call_id
+        return out
+    if role == "assistant" and message.tool_calls:
+        out["content"] = content or None
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+    if message.name:
+        out["name"] = message.name
+    return out
+
+
+def _content(parts: Sequence[pb.ContentPart]) -> str | list[Json]:
+    if len(parts) <= 1 and all(part.WhichOneof("part") != "image" for part in parts):
+        return parts[0].text if parts else ""
+    return [_part(part) for part in parts]
+
+
+def _part(part: pb.ContentPart) -> Json:
+    if part.WhichOneof("part") != "image":
+        return {"type": "text", "text": part.text}
+    image = part.image
+    if image.WhichOneof("source") == "data":
+        mime = image.mime_type or "application/octet-stream"
+        url = f"data:{mime};base64,{base64.b64encode(image.data).decode('ascii')}"
+    else:
+        url = image.url
+    image_url: Json = {"url": url}
+    if image.detail in _DETAILS:
+        image_url["detail"] = _DETAILS[image.detail]
+    return {"type": "image_url", "image_url": image_url}
+
+
+def _sampling(sampling: pb.SamplingParams, max_tokens_field: str) -> Json:
+    out: Json = {}
+    if sampling.HasField("temperature"):
+        out["temperature"] = sampling.temperature
+    if sampling.HasField("top_p"):
+        out["top_p"] = sampling.top_p
+    if sampling.HasField("max_tokens"):
+        out[max_tokens_field] = sampling.max_tokens
+    if sampling.stop_sequences:
+        out["stop"] = list(sampling.stop_sequences)
+    if sampling.HasField("seed"):
+        out["seed"] = sampling.seed
+    if sampling.HasField("presence_penalty"):
+        out["presence_penalty"] = sampling.presence_penalty
+    if sampling.HasField("frequency_penalty"):
+        out["frequency_penalty"] = sampling.frequency_penalty
+    return out
+
+
+def _tool(tool: pb.Tool) -> Json:
+    function: Json = {"name": tool.name}
+    if tool.description:
+        function["description"] = tool.description
+    if tool.HasField("parameters"):
+        function["parameters"] = struct_to_dict(tool.parameters)
+    if tool.strict:
+        function["strict"] = True
+    return {"type": "function", "function": function}
+
+
+def _response_format(fmt: pb.ResponseFormat) -> Json | None:
+    if fmt.type == pb.RESPONSE_FORMAT_TYPE_TEXT:
+        return {"type": "text"}
+    if fmt.type == pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+        return {"type": "json_object"}
+    if fmt.type != pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+        return None
+    schema = fmt.json_schema
+    spec: Json = {"name": schema.name or "response", "schema": struct_to_dict(schema.schema)}
+    if schema.description:
+        spec["description"] = schema.description
+    if schema.strict:
+        spec["strict"] = True
+    return {"type": "json_schema", "json_schema": spec}
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> Json:
+    """A Struct as plain JSON, with whole numbers back as ints (Struct keeps only doubles)."""
+    value = _whole_numbers(json_format.MessageToDict(struct))
+    assert isinstance(value, dict)
+    return value
+
+
+def _whole_numbers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    return value
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+@contextmanager
+def protocol_errors(target: Target, what: str) -> Iterator[None]:
+    """Turn any surprise in the shape of a vendor body into one UPSTREAM_PROTOCOL_ERROR."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise GatewayError(
+            grpc.StatusCode.UNAVAILABLE,
+            Reason.UPSTREAM_PROTOCOL_ERROR,
+            f"{target.provider} deployment {target.deployment!r} sent {what} "
+            f"that is not valid OpenAI JSON ({type(exc).__name__})",
+            metadata={"provider": target.provider, "deployment": target.deployment},
+        ) from exc
+
+
+def json_object(body: bytes | str) -> Json:
+    data = orjson.loads(body)
+    if not isinstance(data, dict):
+        raise TypeError("expected a JSON object")
+    return data
+
+
+def chat_response(body: bytes, target: Target) -> pb.ChatResponse:
+    with protocol_errors(target, "a chat answer"):
+        data = json_object(body)
+        choice = data["choices"][0]
+        message = choice["message"]
+        text = message.get("content") or message.get("refusal") or ""
+        return pb.ChatResponse(
+            id=data.get("id") or "",
+            model=data.get("model") or "",
+            provider=PROVIDER,
+            message=pb.Message(
+                role=pb.ROLE_ASSISTANT,
+                content=[pb.ContentPart(text=text)] if text else [],
+                tool_calls=[_tool_call(call) for call in message.get("tool_calls") or []],
+            ),
+            finish_reason=finish_reason(choice.get("finish_reason")),
+            usage=usage(data.get("usage")),
+        )
+
+
+def _tool_call(call: Json) -> pb.ToolCall:
+    function = call["function"]
+    return pb.ToolCall(
+        id=call.get("id") or "", name=function["name"], arguments=function.get("arguments") or ""
+    )
+
+
+def complete_response(body: bytes, target: Target) -> pb.CompleteResponse:
+    with protocol_errors(target, "a completion"):
+        data = json_object(body)
+        choice = data["choices"][0]
+        return pb.CompleteResponse(
+            id=data.get("id") or "",
+            model=data.get("model") or "",
+            provider=PROVIDER,
+            text=choice.get("text") or "",
+            finish_reason=finish_reason(choice.get("finish_reason")),
+            usage=usage(data.get("usage")),
+        )
+
+
+def embed_response(body: bytes, target: Target, *, inputs: int) -> pb.EmbedResponse:
+    """Vectors in input order; exactly one per input, or the answer is refused."""
+    with protocol_errors(target, "embeddings"):
+        data = json_object(body)
+        items = sorted(data["data"], key=lambda item: int(item["index"]))
+        if [int(item["index"]) for item in items] != list(range(inputs)):
+            raise ValueError(f"expected one embedding for each of {inputs} inputs")
+        return pb.EmbedResponse(
+            model=data.get("model") or "",
+            provider=PROVIDER,
+            embeddings=[
+                pb.Embedding(index=int(item["index"]), values=_vector(item["embedding"]))
+                for item in items
+            ],
+            usage=usage(data.get("usage")),
+        )
+
+
+def _vector(raw: Any) -> Sequence[float]:
+    if not isinstance(raw, str):
+        return [float(value) for value in raw]
+    # encoding_format=base64: little-endian float32s.
+    values = array("f")
+    values.frombytes(base64.b64decode(raw, validate=True))
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values
+
+
+def finish_reason(reason: str | None) -> pb.FinishReason:
+    if not reason:
+        return pb.FINISH_REASON_UNSPECIFIED
+    # OpenAI-compatible servers invent reasons of their own ("eos", "abort"...): a natural end.
+    return _FINISH_REASONS.get(reason, pb.FINISH_REASON_STOP)
+
+
+def usage(raw: Any) -> pb.Usage | None:
+    if not raw:
+        return None
+    prompt = int(raw.get("prompt_tokens") or 0)
+    completion = int(raw.get("completion_tokens") or 0)
+    details = raw.get("prompt_tokens_details") or {}
+    return pb.Usage(
+        input_tokens=prompt,
+        output_tokens=completion,
+        cached_input_tokens=int(details.get("cached_tokens") or 0),
+        total_tokens=int(raw.get("total_tokens") or prompt + completion),
+    )
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def upstream_error(
+    status: int, headers: Mapping[str, str], body: bytes, target: Target
+) -> GatewayError:
+    """An HTTP error answer as a GatewayError, in the vendor's own (redacted) words."""
+    message, code = _vendor_error(body, target)
+    if code == "model_not_found":
+        status = 404
+    lowered = {name.lower(): value for name, value in headers.items()}
+    retry_after = parse_retry_after(lowered.get("retry-after"))
+    if (millis := parse_retry_after(lowered.get("retry-after-ms"))) is not None:
+        retry_after = millis / 1000
+    error = from_http_status(
+        status,
+        message,
+        provider=target.provider,
+        deployment=target.deployment,
+        retry_after=retry_after,
+        secrets=target.secrets,
+    )
+    return _with_vendor_code(error, code)
+
+
+def stream_error(payload: Any, target: Target) -> GatewayError:
+    """An {"error": ...} payload sent as an SSE event after the 200 status line."""
+    raw = orjson.dumps({"error": payload})
+    message, code = _vendor_error(raw, target)
+    kind = payload.get("type") if isinstance(payload, dict) else None
+    status = _stream_error_status(code, kind)
+    error = from_http_status(
+        status,
+        message,
+        provider=target.provider,
+        deployment=target.deployment,
+        secrets=target.secrets,
+    )
+    # The HTTP status was 200; the derived one only picked the gRPC code.
+    error = replace(
+        error,
+        message=error.message.replace(f"answered {status}", "failed mid-stream", 1),
+        metadata={k: v for k, v in error.metadata.items() if k != "http_status"},
+    )
+    return _with_vendor_code(error, code)
+
+
+def _stream_error_status(*values: Any) -> int:
+    for value in values:
+        if isinstance(value, int) and 400 <= value <= 599:
+            return value
+        if isinstance(value, str) and value in _STREAM_ERROR_STATUS:
+            return _STREAM_ERROR_STATUS[value]
+    return 500
+
+
+def _vendor_error(body: bytes, target: Target) -> tuple[str, Any]:
+    """The message and code of an OpenAI error body (or of vLLM's flat one, or raw text)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    message, code = "", None
+    if isinstance(data, dict):
+        error = data.get("error") or data
+        if isinstance(error, dict):
+            message, code = str(error.get("message") or ""), error.get("code")
+        else:
+            message = str(error)
+    else:
+        message = body.decode("utf-8", "replace")
+    # Redact before cutting, so no secret is cut in two and half of it kept.
+    message = " ".join(redact(message, target.secrets).split())
+    if len(message) > MAX_VENDOR_MESSAGE:
+        message = message[: MAX_VENDOR_MESSAGE - 1] + "…"
+    return message, code
+
+
+def _with_vendor_code(error: GatewayError, code: Any) -> GatewayError:
+    if not isinstance(code, str) or not code:
+        return error
+    return replace(error, metadata={**error.metadata, "vendor_code": code})

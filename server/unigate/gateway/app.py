@@ -7,8 +7,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import signal
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,7 +26,7 @@ from unigate.gateway.interceptors.request_id import RequestIdInterceptor
 from unigate.gateway.providers.base import Provider
 from unigate.gateway.providers.registry import PROVIDER_KINDS
 from unigate.gateway.providers.transport import HttpTransport, TransportLimits
-from unigate.gateway.routing.router import build_router
+from unigate.gateway.routing.router import Router, build_router
 from unigate.gateway.services.inference import InferenceService
 from unigate.gateway.services.reflection import enable_reflection
 from unigate.v1 import inference_pb2, inference_pb2_grpc
@@ -43,13 +46,20 @@ class Gateway:
     health: health_aio.HealthServicer
     transport: HttpTransport
     providers: Mapping[str, Provider]
+    router: Router
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Drain: health NOT_SERVING, refuse new calls, let in-flight ones finish."""
+    async def stop(self, grace: float | None = None, *, hurry: asyncio.Event | None = None) -> None:
+        """Drain: health NOT_SERVING, refuse new calls, let in-flight ones finish.
+
+        Setting `hurry` cuts the drain delay short (a second signal).
+        """
         settings = self.config.server
         await self.health.enter_graceful_shutdown()
         if settings.drain_delay:
-            await asyncio.sleep(settings.drain_delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for((hurry or asyncio.Event()).wait(), settings.drain_delay)
+        if hurry is not None and hurry.is_set():
+            grace = 0
         await self.server.stop(settings.grace_period if grace is None else grace)
         await asyncio.gather(*(p.close() for p in self.providers.values()))
         await self.transport.close()
@@ -84,6 +94,21 @@ def _address(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{host}:{port}"
+
+
+def _bind_problem(address: str) -> str:
+    """Why grpc could not bind, in words (grpc itself only says that it failed)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, int(port)))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return "the address is already in use by another process"
+        return exc.strerror or str(exc)
+    return "grpc could not bind it (set GRPC_VERBOSITY=debug for details)"
 
 
 def build_providers(config: GatewayConfig, transport: HttpTransport) -> dict[str, Provider]:
@@ -128,13 +153,13 @@ async def create_server(
     address = _address(host or settings.host, settings.port if port is None else port)
     try:
         bound = server.add_insecure_port(address)
-    except RuntimeError as exc:
+    except RuntimeError:
         await transport.close()
-        raise OSError(f"cannot listen on {address}: {exc}") from None
+        raise OSError(f"cannot listen on {address}: {_bind_problem(address)}") from None
     await server.start()
     for service in ("", *SERVICE_NAMES):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
-    return Gateway(server, bound, config, health, transport, providers)
+    return Gateway(server, bound, config, health, transport, providers, router)
 
 
 async def serve(config: GatewayConfig, host: str | None = None, port: int | None = None) -> None:
@@ -142,12 +167,14 @@ async def serve(config: GatewayConfig, host: str | None = None, port: int | None
     gateway = await create_server(config, host, port)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+    hurry = asyncio.Event()
     forced: list[asyncio.Task[None]] = []
     signals = (signal.SIGTERM, signal.SIGINT)
 
     def on_signal(signum: int) -> None:
         if stopping.is_set():
             log.warning("second signal: stopping now, cancelling in-flight calls")
+            hurry.set()
             forced.append(loop.create_task(gateway.server.stop(0)))
             return
         log.info("received %s: draining", signal.Signals(signum).name)
@@ -159,11 +186,11 @@ async def serve(config: GatewayConfig, host: str | None = None, port: int | None
         "unigate serving",
         extra={
             "address": _address(host or config.server.host, gateway.port),
-            "models": sorted(config.models),
+            "models": [m.alias for m in gateway.router.list_models().models],
         },
     )
     await stopping.wait()
-    await gateway.stop()
+    await gateway.stop(hurry=hurry)
     for signum in signals:
         loop.remove_signal_handler(signum)
     log.info("unigate stopped")

@@ -64,7 +64,7 @@ check: $(STAMP)
 
 # buf lint runs wherever Node.js is present, and always under CI.
 buf-lint:
-	@if command -v npx >/dev/null 2>&1; then $(BUF) lint; \
+	@if command -v npx >/dev/null 2>&1; then $(BUF) lint && echo "buf lint: clean"; \
 	elif [ -n "$$CI" ]; then echo "buf lint needs Node.js (npx) under CI"; exit 1; \
 	else echo "skipping buf lint: Node.js (npx) is not installed"; fi
 

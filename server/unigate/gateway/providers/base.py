@@ -62,6 +62,11 @@ class Provider(Protocol):
     async def close(self) -> None: ...
 
 
+def every_capability() -> pb.Capabilities:
+    """All capabilities set, for adapters whose vendor API has them all."""
+    return pb.Capabilities(**{field.name: True for field in pb.Capabilities.DESCRIPTOR.fields})
+
+
 ProviderFactory = Callable[[str, Any, HttpTransport], Provider]
 
 

@@ -20,7 +20,12 @@ from pydantic import Field
 
 from unigate.gateway.config_types import Duration
 from unigate.gateway.errors import GatewayError, Reason
-from unigate.gateway.providers.base import ProviderKind, ProviderSettings, UpstreamCall
+from unigate.gateway.providers.base import (
+    ProviderKind,
+    ProviderSettings,
+    UpstreamCall,
+    every_capability,
+)
 from unigate.gateway.providers.transport import HttpTransport
 from unigate.v1 import inference_pb2 as pb
 
@@ -42,15 +47,7 @@ class MockProvider:
         self._settings = settings
 
     def capabilities(self) -> pb.Capabilities:
-        return pb.Capabilities(
-            chat=True,
-            streaming=True,
-            tools=True,
-            images=True,
-            json_output=True,
-            embeddings=True,
-            completion=True,
-        )
+        return every_capability()
 
     async def _wait(self, seconds: float, call: UpstreamCall, started: float) -> None:
         if seconds <= 0:

@@ -16,7 +16,12 @@ from pydantic import Field
 
 from unigate.gateway.errors import GatewayError, Reason
 from unigate.gateway.providers import openai_translate as tr
-from unigate.gateway.providers.base import ProviderKind, ProviderSettings, UpstreamCall
+from unigate.gateway.providers.base import (
+    ProviderKind,
+    ProviderSettings,
+    UpstreamCall,
+    every_capability,
+)
 from unigate.gateway.providers.sse import iter_sse
 from unigate.gateway.providers.transport import HttpTransport, Target
 from unigate.v1 import inference_pb2 as pb
@@ -172,15 +177,7 @@ class OpenAIProvider:
         self._secrets = tuple(secrets)
 
     def capabilities(self) -> pb.Capabilities:
-        return pb.Capabilities(
-            chat=True,
-            streaming=True,
-            tools=True,
-            images=True,
-            json_output=True,
-            embeddings=True,
-            completion=True,
-        )
+        return every_capability()
 
     async def chat(self, request: pb.ChatRequest, call: UpstreamCall) -> pb.ChatResponse:
         body = tr.chat_request_body(

@@ -7,16 +7,22 @@ translation in providers/, and errors become statuses in interceptors/errors.py.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from typing import TypeVar
 
 from unigate.gateway import callstate
 from unigate.gateway.interceptors.base import Context
-from unigate.gateway.providers.base import UpstreamCall
+from unigate.gateway.providers.base import Provider, UpstreamCall
 from unigate.gateway.routing.router import Deployment, Router
 from unigate.gateway.services import validation
 from unigate.v1 import inference_pb2 as pb
 from unigate.v1 import inference_pb2_grpc
+
+Request = TypeVar("Request", pb.ChatRequest, pb.CompleteRequest, pb.EmbedRequest)
+Reply = TypeVar("Reply", pb.ChatResponse, pb.CompleteResponse, pb.EmbedResponse)
+Chunk = TypeVar("Chunk", pb.StreamChatResponse, pb.StreamCompleteResponse)
+StreamMethod = Callable[[Request, UpstreamCall], AsyncGenerator[Chunk, None]]
 
 
 class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
@@ -38,56 +44,63 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         )
         return route.alias, deployment, call, time.perf_counter()
 
-    async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:
+    async def _unary(
+        self,
+        request: Request,
+        needs: tuple[str, ...],
+        context: Context,
+        method: Callable[[Provider], Callable[[Request, UpstreamCall], Awaitable[Reply]]],
+    ) -> Reply:
         started = time.perf_counter()
-        alias, deployment, call, upstream_started = self._upstream(
-            request.model, validation.check_chat(request), context
-        )
-        response = await deployment.provider.chat(request, call)
+        alias, deployment, call, upstream_started = self._upstream(request.model, needs, context)
+        response = await method(deployment.provider)(request, call)
         _gateway_facts(response.gateway, alias, deployment, started, upstream_started)
         return response
+
+    async def _stream(
+        self,
+        request: Request,
+        needs: tuple[str, ...],
+        context: Context,
+        method: Callable[
+            [Provider], Callable[[Request, UpstreamCall], AsyncGenerator[Chunk, None]]
+        ],
+    ) -> AsyncIterator[Chunk]:
+        started = time.perf_counter()
+        alias, deployment, call, upstream_started = self._upstream(
+            request.model, (*needs, "streaming"), context
+        )
+        async with aclosing(method(deployment.provider)(request, call)) as chunks:
+            async for chunk in chunks:
+                if chunk.finish_reason:
+                    _gateway_facts(chunk.gateway, alias, deployment, started, upstream_started)
+                yield chunk
+
+    async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:
+        needs = validation.check_chat(request)
+        return await self._unary(request, needs, context, lambda p: p.chat)
 
     async def StreamChat(
         self, request: pb.ChatRequest, context: Context
     ) -> AsyncIterator[pb.StreamChatResponse]:
-        started = time.perf_counter()
-        needs = (*validation.check_chat(request), "streaming")
-        alias, deployment, call, upstream_started = self._upstream(request.model, needs, context)
-        async with aclosing(deployment.provider.stream_chat(request, call)) as chunks:
-            async for chunk in chunks:
-                if chunk.finish_reason:
-                    _gateway_facts(chunk.gateway, alias, deployment, started, upstream_started)
-                yield chunk
+        needs = validation.check_chat(request)
+        async for chunk in self._stream(request, needs, context, lambda p: p.stream_chat):
+            yield chunk
 
     async def Complete(self, request: pb.CompleteRequest, context: Context) -> pb.CompleteResponse:
-        started = time.perf_counter()
-        alias, deployment, call, upstream_started = self._upstream(
-            request.model, validation.check_complete(request), context
-        )
-        response = await deployment.provider.complete(request, call)
-        _gateway_facts(response.gateway, alias, deployment, started, upstream_started)
-        return response
+        needs = validation.check_complete(request)
+        return await self._unary(request, needs, context, lambda p: p.complete)
 
     async def StreamComplete(
         self, request: pb.CompleteRequest, context: Context
     ) -> AsyncIterator[pb.StreamCompleteResponse]:
-        started = time.perf_counter()
-        needs = (*validation.check_complete(request), "streaming")
-        alias, deployment, call, upstream_started = self._upstream(request.model, needs, context)
-        async with aclosing(deployment.provider.stream_complete(request, call)) as chunks:
-            async for chunk in chunks:
-                if chunk.finish_reason:
-                    _gateway_facts(chunk.gateway, alias, deployment, started, upstream_started)
-                yield chunk
+        needs = validation.check_complete(request)
+        async for chunk in self._stream(request, needs, context, lambda p: p.stream_complete):
+            yield chunk
 
     async def Embed(self, request: pb.EmbedRequest, context: Context) -> pb.EmbedResponse:
-        started = time.perf_counter()
-        alias, deployment, call, upstream_started = self._upstream(
-            request.model, validation.check_embed(request), context
-        )
-        response = await deployment.provider.embed(request, call)
-        _gateway_facts(response.gateway, alias, deployment, started, upstream_started)
-        return response
+        needs = validation.check_embed(request)
+        return await self._unary(request, needs, context, lambda p: p.embed)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -20,11 +22,12 @@ import uvloop
 
 from unigate.gateway.app import create_server
 from unigate.gateway.config import parse_config
+from unigate.gateway.observability.logs import JsonFormatter
 from unigate.v1 import inference_pb2 as pb
 from unigate.v1 import inference_pb2_grpc
 
 CONFIG = """
-logging: {{access_log: {access_log}, level: warning}}
+logging: {{access_log: {access_log}}}
 providers: {{m: {{kind: mock}}}}
 models: {{mock: {{deployments: [{{provider: m, model: echo}}]}}}}
 """
@@ -74,10 +77,7 @@ async def bare_server() -> tuple[grpc.aio.Server, int]:
     return server, port
 
 
-async def main(calls: int, concurrency: int) -> None:
-    rows: list[tuple[str, tuple[float, float, float]]] = []
-    starters: list[tuple[str, Callable[[], Awaitable[tuple[Callable[[], Awaitable[None]], int]]]]]
-
+async def main(calls: int, concurrency: int, rounds: int) -> None:
     async def start_bare() -> tuple[Callable[[], Awaitable[None]], int]:
         server, port = await bare_server()
         return (lambda: server.stop(0)), port
@@ -87,28 +87,41 @@ async def main(calls: int, concurrency: int) -> None:
         gateway = await create_server(config, host="127.0.0.1", port=0)
         return (lambda: gateway.stop(grace=0)), gateway.port
 
+    starters: list[tuple[str, Callable[[], Awaitable[tuple[Callable[[], Awaitable[None]], int]]]]]
     starters = [
         ("bare grpc.aio", start_bare),
         ("gateway", lambda: start_gateway(True)),
         ("gateway, no access log", lambda: start_gateway(False)),
     ]
-    for name, start in starters:
-        stop, port = await start()
-        rows.append((name, await measure(f"127.0.0.1:{port}", calls, concurrency)))
-        await stop()
+    # Rounds alternate the order so that drift in machine load hits every server alike.
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in starters}
+    for round_ in range(rounds):
+        for name, start in starters if round_ % 2 == 0 else starters[::-1]:
+            stop, port = await start()
+            results[name].append(await measure(f"127.0.0.1:{port}", calls, concurrency))
+            await stop()
 
-    print(f"{calls} unary Chat calls each, client and server in one process (uvloop)")
+    print(f"{rounds} rounds x {calls} unary Chat calls per server, one process, uvloop;")
+    print("medians over rounds of: median and p99 latency, throughput at the given concurrency")
     print(f"{'server':<24}{'median µs':>12}{'p99 µs':>10}{f'calls/s @{concurrency}':>16}")
-    for name, (median, p99, rate) in rows:
+    summary = {}
+    for name, rows in results.items():
+        median, p99, rate = (statistics.median(column) for column in zip(*rows, strict=True))
+        summary[name] = median
         print(f"{name:<24}{median:>12.0f}{p99:>10.0f}{rate:>16.0f}")
-    bare = rows[0][1][0]
-    for name, (median, _, _) in rows[1:]:
-        print(f"{name}: adds {median - bare:.0f} µs per call over bare gRPC")
+    bare = summary["bare grpc.aio"]
+    for name, median in list(summary.items())[1:]:
+        print(f"{name}: adds {median - bare:.0f} µs per call over bare gRPC ({bare:.0f} µs)")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--calls", type=int, default=1500)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
-    uvloop.run(main(args.calls, args.concurrency))
+    # Access log lines are formatted and written as in production, to a sink that is not the screen.
+    sink = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
+    sink.setFormatter(JsonFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[sink], force=True)
+    uvloop.run(main(args.calls, args.concurrency, args.rounds))

@@ -133,7 +133,12 @@ def test_empty_optional_key_disables_its_provider_only(spawn_gateway: SpawnGatew
         },
     }
     gateway = spawn_gateway(config)
-    assert "provider 'vendor' disabled: its api_key is empty" in gateway.log()
+    disabled_lines = [line for line in gateway.log().splitlines() if "disabled" in line]
+    assert len(disabled_lines) == 1, disabled_lines
+    assert (
+        "provider 'vendor' disabled: its api_key is empty (set UNIGATE_TEST_SURELY_UNSET_KEY);"
+        " model aliases not served: vendor-model"
+    ) in disabled_lines[0]
     reply = chat(gateway.address, "mock", "still serving")
     assert reply.message.content[0].text == "still serving"
     assert list_models(gateway.address) == ["mock"]

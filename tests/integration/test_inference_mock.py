@@ -227,7 +227,7 @@ async def test_alias_of_disabled_provider_says_why(start_gateway: StartGateway) 
         await gateway.stub.Chat(chat(model="gpt"))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "'gpt' is disabled" in (caught.value.details() or "")
-    assert "api_key is empty" in (caught.value.details() or "")
+    assert "its api_key is empty (set OPENAI_API_KEY)" in (caught.value.details() or "")
 
 
 async def test_deadline_shorter_than_upstream_is_deadline_exceeded(

@@ -115,7 +115,6 @@ def build_providers(config: GatewayConfig, transport: HttpTransport) -> dict[str
     providers: dict[str, Provider] = {}
     for name, settings in config.providers.items():
         if name in config.disabled_providers:
-            log.warning("provider %r disabled: %s", name, config.disabled_providers[name])
             continue
         providers[name] = PROVIDER_KINDS[settings.kind].factory(name, settings, transport)
     return providers
@@ -135,6 +134,18 @@ async def create_server(
     )
     providers = build_providers(config, transport)
     router = build_router(config, providers)
+    for name, why in config.disabled_providers.items():
+        aliases = [
+            alias
+            for alias in router.disabled_aliases
+            if all(d.provider == name for d in config.models[alias].deployments)
+        ]
+        log.warning(
+            "provider %r disabled: %s; model aliases not served: %s",
+            name,
+            why,
+            ", ".join(aliases) or "none",
+        )
 
     interceptors: list[grpc.aio.ServerInterceptor] = [RequestIdInterceptor(), ErrorInterceptor()]
     if config.logging.access_log:

@@ -150,6 +150,13 @@ def _interpolate(node: Any, path: str, env: Mapping[str, str], problems: list[st
     return _ENV_REF.sub(substitute, node)
 
 
+def _why_empty(written: str) -> str:
+    names = [match.group(1) for match in _ENV_REF.finditer(written)]
+    if names:
+        return f"its api_key is empty (set {' or '.join(names)})"
+    return "its api_key is empty"
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -221,9 +228,14 @@ def parse_config(
         raise ConfigError(f"config error in {source}: the top level must be a mapping of keys")
 
     problems: list[str] = []
+    written_keys = {
+        str(name): str(block.get("api_key"))
+        for name, block in (raw.get("providers") or {}).items()
+        if isinstance(block, dict) and "api_key" in block
+    }
     raw = _interpolate(raw, "", os.environ if env is None else env, problems)
     disabled = {
-        str(name): "its api_key is empty (the environment variable it names is not set)"
+        str(name): _why_empty(written_keys.get(str(name), ""))
         for name, block in (raw.get("providers") or {}).items()
         if isinstance(block, dict) and block.get("api_key") == ""
     }

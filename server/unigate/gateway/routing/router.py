@@ -8,7 +8,6 @@ deployments is round robin here; richer strategies plug in at `Route.pick`.
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -18,8 +17,6 @@ from unigate.gateway.config import GatewayConfig, ModelSettings
 from unigate.gateway.errors import FieldViolation, GatewayError, Reason
 from unigate.gateway.providers.base import Provider
 from unigate.v1 import inference_pb2 as pb
-
-log = logging.getLogger(__name__)
 
 CAPABILITY_NAMES = tuple(f.name for f in pb.Capabilities.DESCRIPTOR.fields)
 
@@ -95,6 +92,10 @@ class Router:
             field_violations=[FieldViolation("model", f"no model alias named {alias!r}")],
         )
 
+    @property
+    def disabled_aliases(self) -> list[str]:
+        return sorted(self._disabled)
+
     def list_models(self) -> pb.ListModelsResponse:
         return self._listing
 
@@ -113,7 +114,6 @@ def build_router(config: GatewayConfig, providers: Mapping[str, Provider]) -> Ro
             names = sorted({d.provider for d in settings.deployments})
             why = "; ".join(f"provider {n!r}: {config.disabled_providers[n]}" for n in names)
             disabled[alias] = why
-            log.warning("model alias %r disabled: %s", alias, why)
             continue
         routes[alias] = Route(
             alias, settings.description, deployments, _capabilities(settings, deployments)

@@ -109,3 +109,31 @@ def test_example_config_loads_without_openai_key() -> None:
     config = load_config(Path(__file__).parents[2] / "examples" / "gateway.yaml")
     assert "mock" in config.models
     assert set(config.providers) == {"local-mock", "openai"}
+
+
+@pytest.mark.parametrize("providers", ["[a, b]", "x", "7"])
+def test_providers_that_are_not_a_mapping(providers: str) -> None:
+    message = error_of(BASE.replace("providers:\n  m: {kind: mock}\n", f"providers: {providers}\n"))
+    assert "providers: must be a mapping" in message
+
+
+def test_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"server: {host: caf\xe9}\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(path)
+
+
+def test_openai_base_url_must_be_absolute() -> None:
+    text = BASE.replace("{kind: mock}", "{kind: mock}\n  o: {kind: openai, base_url: api.x.com/v1}")
+    message = error_of(text)
+    assert "providers.o.base_url: must be an absolute http(s) URL" in message
+
+
+def test_openai_key_is_trimmed_and_checked_without_being_shown() -> None:
+    text = BASE.replace("{kind: mock}", "{kind: mock}\n  o: {kind: openai, api_key: '${K}'}")
+    config = parse_config(text, env={"K": "sk-abc123\n"})
+    assert config.providers["o"].api_key == "sk-abc123"  # type: ignore[attr-defined]
+    message = error_of(text, env={"K": "sk-abc 123"})
+    assert "providers.o.api_key: contains whitespace or control characters" in message
+    assert "sk-abc" not in message

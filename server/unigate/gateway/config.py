@@ -168,6 +168,10 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+# Values under keys like these are never echoed in an error: they may be credentials.
+_SECRET_WORDS = re.compile(r"key|secret|token|password|auth|header|credential", re.IGNORECASE)
+
+
 def _describe(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -175,7 +179,10 @@ def _describe(error: Mapping[str, Any]) -> str:
     if kind == "missing":
         return "required key is missing"
     given = error.get("input")
-    shown = f" (got {given!r})" if isinstance(given, (str, int, float, bool)) else ""
+    secret = any(_SECRET_WORDS.search(str(part)) for part in error.get("loc", ()))
+    shown = (
+        f" (got {given!r})" if isinstance(given, str | int | float | bool) and not secret else ""
+    )
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{message}{shown}"
 
@@ -228,15 +235,17 @@ def parse_config(
         raise ConfigError(f"config error in {source}: the top level must be a mapping of keys")
 
     problems: list[str] = []
+    blocks: dict[Any, Any] = raw["providers"] if isinstance(raw.get("providers"), dict) else {}
     written_keys = {
         str(name): str(block.get("api_key"))
-        for name, block in (raw.get("providers") or {}).items()
+        for name, block in blocks.items()
         if isinstance(block, dict) and "api_key" in block
     }
     raw = _interpolate(raw, "", os.environ if env is None else env, problems)
+    blocks = raw["providers"] if isinstance(raw.get("providers"), dict) else {}
     disabled = {
         str(name): _why_empty(written_keys.get(str(name), ""))
-        for name, block in (raw.get("providers") or {}).items()
+        for name, block in blocks.items()
         if isinstance(block, dict) and block.get("api_key") == ""
     }
     providers = _validate_providers(raw.get("providers"), problems)
@@ -267,4 +276,9 @@ def load_config(path: str | Path) -> GatewayConfig:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"config error: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config error in {path}: not UTF-8 text (byte {exc.start}"
+            f" is {exc.object[exc.start]:#x})"
+        ) from None
     return parse_config(text, str(path))

@@ -112,19 +112,21 @@ def invalid_argument(violations: Sequence[FieldViolation]) -> GatewayError:
 
 # One explicit table from an upstream HTTP status to a gRPC code and reason.
 # 401 is the vendor refusing the gateway's own credentials: the caller cannot fix
-# that, so it is INTERNAL with a reason operators can alert on.
+# that, so it is INTERNAL with a reason operators can alert on. 408 and 504 are the
+# vendor (or a proxy before it) giving up, not the caller's deadline running out:
+# UNAVAILABLE, so that callers retry, as gRPC's own HTTP mapping does.
 HTTP_STATUS_TO_GRPC: Mapping[int, tuple[grpc.StatusCode, str]] = {
     400: (grpc.StatusCode.INVALID_ARGUMENT, Reason.UPSTREAM_BAD_REQUEST),
     401: (grpc.StatusCode.INTERNAL, Reason.UPSTREAM_AUTH_FAILED),
     403: (grpc.StatusCode.PERMISSION_DENIED, Reason.UPSTREAM_PERMISSION_DENIED),
     404: (grpc.StatusCode.NOT_FOUND, Reason.UPSTREAM_MODEL_NOT_FOUND),
-    408: (grpc.StatusCode.DEADLINE_EXCEEDED, Reason.UPSTREAM_TIMEOUT),
+    408: (grpc.StatusCode.UNAVAILABLE, Reason.UPSTREAM_TIMEOUT),
     409: (grpc.StatusCode.ABORTED, Reason.UPSTREAM_ERROR),
     413: (grpc.StatusCode.INVALID_ARGUMENT, Reason.UPSTREAM_BAD_REQUEST),
     422: (grpc.StatusCode.INVALID_ARGUMENT, Reason.UPSTREAM_BAD_REQUEST),
     429: (grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.UPSTREAM_RATE_LIMITED),
     499: (grpc.StatusCode.CANCELLED, Reason.UPSTREAM_ERROR),
-    504: (grpc.StatusCode.DEADLINE_EXCEEDED, Reason.UPSTREAM_TIMEOUT),
+    504: (grpc.StatusCode.UNAVAILABLE, Reason.UPSTREAM_TIMEOUT),
 }
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable
 from functools import partial
 from typing import Any, ClassVar, Generic, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import grpc
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from unigate.gateway.errors import GatewayError, Reason
 from unigate.gateway.providers import openai_translate as tr
@@ -45,6 +46,35 @@ class OpenAISettings(ProviderSettings):
     # `max_completion_tokens`, which most OpenAI-compatible servers do not know yet.
     # So the portable name is the default and an operator opts in per provider block.
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"must be an absolute http(s) URL such as https://host/v1 (got {value!r})"
+            )
+        return value.rstrip("/")
+
+    @field_validator("api_key")
+    @classmethod
+    def _clean_key(cls, value: str | None) -> str | None:
+        # Secrets mounted from files often end in a newline; anything else is a typo.
+        if value is None:
+            return None
+        value = value.strip()
+        if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+            raise ValueError("contains whitespace or control characters (the key is not shown)")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_values(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name + text):
+                raise ValueError(f"header {name!r} contains control characters")
+        return value
 
 
 StreamMessage = TypeVar("StreamMessage", pb.StreamChatResponse, pb.StreamCompleteResponse)
@@ -278,6 +308,9 @@ class OpenAIProvider:
             async for event in iter_sse(response.content):
                 for message in translator.feed(event.data):
                     yield message
+                if translator.done:
+                    # [DONE] is the end, whether or not the server closes the body after it.
+                    break
         for message in translator.end():
             yield message
 

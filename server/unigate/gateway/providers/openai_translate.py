@@ -92,7 +92,8 @@ def chat_request_body(
             body["tool_choice"] = {"type": "function", "function": {"name": choice.function_name}}
         elif choice.mode in _TOOL_CHOICE_MODES:
             body["tool_choice"] = _TOOL_CHOICE_MODES[choice.mode]
-    if request.HasField("parallel_tool_calls"):
+    # OpenAI refuses parallel_tool_calls without tools (400), so it goes only with them.
+    if request.HasField("parallel_tool_calls") and request.tools:
         body["parallel_tool_calls"] = request.parallel_tool_calls
     if request.HasField("response_format") and (fmt := _response_format(request.response_format)):
         body["response_format"] = fmt

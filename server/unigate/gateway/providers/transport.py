@@ -144,6 +144,14 @@ def map_transport_errors(target: Target) -> Iterator[None]:
     where = f"{target.provider} deployment {target.deployment!r}"
     try:
         yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        # A connect timeout says the upstream is unreachable, not slow: retryable.
+        raise GatewayError(
+            grpc.StatusCode.UNAVAILABLE,
+            Reason.UPSTREAM_UNAVAILABLE,
+            f"{where} could not be reached: connecting timed out",
+            metadata=meta,
+        ) from exc
     except TimeoutError as exc:
         raise GatewayError(
             grpc.StatusCode.DEADLINE_EXCEEDED,

@@ -142,9 +142,24 @@ def test_request_id_is_echoed_in_response_headers(
             data=chat_body("hi"),
         )
     )
-    headers = out.split("Response headers received:", 1)[1].split("Response contents:", 1)[0]
-    assert re.search(r"^x-request-id: abc123$", headers, re.MULTILINE), out
+    # Unary answers carry the id in trailers (see interceptors/request_id.py).
+    trailers = out.split("Response trailers received:", 1)[1]
+    assert re.search(r"^x-request-id: abc123$", trailers, re.MULTILINE), out
     assert '"requestId": "abc123"' in out
+
+
+def test_stream_returns_request_id_in_headers(grpcurl: str, shared_gateway: GatewayProcess) -> None:
+    out = ok(
+        run_grpcurl(
+            grpcurl,
+            shared_gateway,
+            "unigate.v1.InferenceService/StreamChat",
+            flags=("-v", "-rpc-header", "x-request-id: s-77"),
+            data=chat_body("one two"),
+        )
+    )
+    headers = out.split("Response headers received:", 1)[1].split("Response contents:", 1)[0]
+    assert re.search(r"^x-request-id: s-77$", headers, re.MULTILINE), out
 
 
 def test_unknown_alias_is_not_found_and_points_at_list_models(

@@ -237,12 +237,23 @@ class FakeOpenAI:
         body = await request.json() if request.can_read_body else None
         headers = {name.lower(): value for name, value in request.headers.items()}
         self.requests.append(RecordedRequest(request.method, request.path, headers, body))
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        if self.delay and await self._client_left_within(request, self.delay):
+            self.client_disconnected.set()
+            return body, web.Response(status=499)
         if self._faults:
             fault = self._faults.popleft()
             return body, web.json_response(fault.body, status=fault.status, headers=fault.headers)
         return body, None
+
+    @staticmethod
+    async def _client_left_within(request: web.Request, seconds: float) -> bool:
+        """Wait, watching the connection: True as soon as the client hangs up."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < deadline:
+            if request.transport is None or request.transport.is_closing():
+                return True
+            await asyncio.sleep(0.02)
+        return False
 
     async def _stream(
         self, request: web.Request, body: Json, chunks: list[Json], last: Json, usage: Json

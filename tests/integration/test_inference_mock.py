@@ -37,15 +37,31 @@ async def test_chat_echoes_with_usage_and_gateway_facts(mock_gateway: RunningGat
     assert response.gateway.deployment == "local-mock/echo"
     assert response.gateway.attempts == 1
     assert response.gateway.latency.ToNanoseconds() > 0
-    assert ("x-request-id", "req-42") in tuple(await call.initial_metadata())
+    assert ("x-request-id", "req-42") in tuple(await call.trailing_metadata())
 
 
 async def test_request_id_is_generated_when_absent(mock_gateway: RunningGateway) -> None:
     call = mock_gateway.stub.Chat(chat())
     response = await call
-    metadata = dict(await call.initial_metadata())
+    metadata = dict(await call.trailing_metadata())
     assert len(metadata["x-request-id"]) == 32
     assert response.gateway.request_id == metadata["x-request-id"]
+
+
+async def test_stream_returns_request_id_in_headers(mock_gateway: RunningGateway) -> None:
+    call = mock_gateway.stub.StreamChat(chat("a b"), metadata=(("x-request-id", "s-1"),))
+    chunks = [c async for c in call]
+    assert dict(await call.initial_metadata())["x-request-id"] == "s-1"
+    assert chunks[-1].gateway.request_id == "s-1"
+
+
+async def test_failed_call_returns_request_id_in_trailers(mock_gateway: RunningGateway) -> None:
+    call = mock_gateway.stub.Chat(chat(model="nope"), metadata=(("x-request-id", "e-1"),))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert ("x-request-id", "e-1") in tuple(caught.value.trailing_metadata() or ())
+    assert error_info(caught.value).reason == "MODEL_NOT_FOUND"
+    assert tuple(await call.initial_metadata()) == ()
 
 
 async def test_stream_chat_deltas_then_final_message(mock_gateway: RunningGateway) -> None:
@@ -230,17 +246,21 @@ async def test_alias_of_disabled_provider_says_why(start_gateway: StartGateway) 
     assert "its api_key is empty (set OPENAI_API_KEY)" in (caught.value.details() or "")
 
 
-async def test_deadline_shorter_than_upstream_is_deadline_exceeded(
-    start_gateway: StartGateway,
-) -> None:
-    config = {**MOCK_CONFIG, "providers": {"local-mock": {"kind": "mock", "latency": "2s"}}}
+async def test_server_default_deadline_bounds_the_upstream(start_gateway: StartGateway) -> None:
+    """Without a caller deadline only the gateway's own timeout can stop the call."""
+    config = {
+        **MOCK_CONFIG,
+        "server": {"default_deadline": "300ms"},
+        "providers": {"local-mock": {"kind": "mock", "latency": "5s"}},
+    }
     gateway = await start_gateway(config)
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await gateway.stub.Chat(chat(), timeout=0.3)
+        await gateway.stub.Chat(chat())
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert loop.time() - started < 1.5
+    assert error_info(caught.value).reason == "UPSTREAM_TIMEOUT"
+    assert 0.25 < loop.time() - started < 1.5
 
 
 async def test_health_per_service_and_drain(start_gateway: StartGateway) -> None:

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import RunningGateway, StartGateway
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.helpers import error_info, retry_delay
+from unigate.client import AsyncClient
 from unigate.v1 import inference_pb2 as pb
 
 KEY = "sk-test-0123456789abcdefSECRET"
@@ -164,14 +165,33 @@ async def test_stream_ending_without_finish_is_an_error(
     assert error_info(caught.value).reason in {"UPSTREAM_PROTOCOL_ERROR", "UPSTREAM_UNAVAILABLE"}
 
 
-async def test_deadline_is_honoured_upstream(gateway: RunningGateway, fake: FakeOpenAI) -> None:
+async def test_caller_deadline_becomes_the_upstream_timeout(
+    gateway: RunningGateway, fake: FakeOpenAI
+) -> None:
     fake.delay = 3.0
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gateway.stub.Chat(chat(), timeout=0.4)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The gateway dropped the upstream request at the caller's deadline, not after 3 s.
+    await asyncio.wait_for(fake.client_disconnected.wait(), timeout=1.0)
     assert loop.time() - started < 1.5
+
+
+async def test_caller_deadline_cuts_the_upstream_stream(
+    gateway: RunningGateway, fake: FakeOpenAI
+) -> None:
+    fake.chunk_delay = 0.1
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in gateway.stub.StreamChat(chat("w " * 60), timeout=0.5):
+            pass
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await asyncio.wait_for(fake.client_disconnected.wait(), timeout=1.0)
+    assert loop.time() - started < 1.5
+    assert fake.streams_finished == 0
 
 
 async def test_caller_cancel_closes_the_upstream_stream(
@@ -184,3 +204,19 @@ async def test_caller_cancel_closes_the_upstream_stream(
     call.cancel()
     await asyncio.wait_for(fake.client_disconnected.wait(), timeout=5)
     assert fake.streams_finished == 0
+
+
+async def test_client_retries_an_unavailable_answer_before_any_headers(
+    gateway: RunningGateway, fake: FakeOpenAI
+) -> None:
+    """Nothing is sent before the upstream answers, so gRPC's retry policy can work."""
+    fake.fail_next(Fault.server_error())
+    async with AsyncClient(gateway.target) as client:
+        reply = await client.chat(model="gpt", messages=["retry me"])
+        assert reply.message.content[0].text == "echo: retry me"
+        assert len(fake.requests) == 2
+
+        fake.fail_next(Fault.server_error())
+        chunks = [c async for c in client.stream_chat(model="gpt", messages=["and me"])]
+        assert "".join(c.text for c in chunks) == "echo: and me"
+        assert len(fake.requests) == 4

@@ -24,6 +24,8 @@ from unigate.gateway.interceptors.base import (
 
 log = logging.getLogger("unigate.errors")
 
+REQUEST_ID_HEADER = "x-request-id"
+
 
 async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
     if not isinstance(exc, GatewayError):
@@ -34,8 +36,10 @@ async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
             Reason.INTERNAL,
             f"internal error; quote request id {rid} when reporting it",
         )
-    await context.abort_with_status(exc.to_status())
-    raise AssertionError("abort_with_status returned")  # pragma: no cover
+    status = exc.to_status()
+    trailers = (*status.trailing_metadata, (REQUEST_ID_HEADER, callstate.request_id.get()))
+    await context.abort(status.code, status.details, trailers)
+    raise AssertionError("abort returned")  # pragma: no cover
 
 
 class ErrorInterceptor(HandlerInterceptor):

@@ -1,7 +1,16 @@
 """Give every call a request id: the caller's `x-request-id`, or a new one.
 
-The id is returned in initial metadata and put in a contextvar for every later
-layer (logs, upstream headers, the response's gateway facts).
+The id goes into a contextvar for every later layer (logs, upstream headers, the
+response's gateway facts) and back to the caller as `x-request-id` metadata:
+
+- streaming RPCs: in initial metadata, sent just before the first message;
+- unary RPCs: in trailing metadata, which arrives with the response;
+- failed calls: in trailing metadata with the status (interceptors/errors.py).
+
+Nothing is sent before the handler has produced something, because response
+headers commit a call: a client's retry policy may only retry an UNAVAILABLE
+that arrives before any headers, and an explicit initial-metadata send also
+costs a unary call a completion-queue round trip of its own (~90 µs measured).
 """
 
 from __future__ import annotations
@@ -34,8 +43,9 @@ class RequestIdInterceptor(HandlerInterceptor):
         async def unary(request: Any, context: Context) -> Any:
             rid = _incoming(context)
             callstate.request_id.set(rid)
-            await context.send_initial_metadata(((HEADER, rid),))
-            return await behavior(request, context)
+            response = await behavior(request, context)
+            context.set_trailing_metadata(((HEADER, rid),))
+            return response
 
         return unary
 
@@ -43,8 +53,11 @@ class RequestIdInterceptor(HandlerInterceptor):
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             rid = _incoming(context)
             callstate.request_id.set(rid)
-            await context.send_initial_metadata(((HEADER, rid),))
+            first = True
             async for response in behavior(request, context):
+                if first:
+                    await context.send_initial_metadata(((HEADER, rid),))
+                    first = False
                 yield response
 
         return stream

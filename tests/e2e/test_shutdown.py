@@ -164,3 +164,17 @@ async def test_second_signal_cuts_the_drain_delay_short(spawn_gateway: SpawnGate
     signalled = time.monotonic()
     assert await exit_code(gateway, within=5) == 0, gateway.log()
     assert time.monotonic() - signalled < 3, "the second signal must not wait out drain_delay"
+
+
+async def test_an_open_health_watch_does_not_hold_the_drain(spawn_gateway: SpawnGateway) -> None:
+    """Client-side health checking keeps a Watch open; only real calls may delay exit."""
+    gateway = spawn_gateway(grace_period="20s")
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        gateway.send(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert await exit_code(gateway, within=10) == 0, gateway.log()
+        assert time.monotonic() - signalled < 3, "the drain waited on the health Watch"
+        watch.cancel()

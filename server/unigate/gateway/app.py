@@ -22,6 +22,7 @@ from grpc_health.v1.health import aio as health_aio
 from unigate.gateway.config import GatewayConfig, ServerSettings
 from unigate.gateway.interceptors.access_log import AccessLogInterceptor
 from unigate.gateway.interceptors.errors import ErrorInterceptor
+from unigate.gateway.interceptors.inflight import InFlight, InFlightInterceptor
 from unigate.gateway.interceptors.request_id import RequestIdInterceptor
 from unigate.gateway.providers.base import Provider
 from unigate.gateway.providers.registry import PROVIDER_KINDS
@@ -47,6 +48,7 @@ class Gateway:
     transport: HttpTransport
     providers: Mapping[str, Provider]
     router: Router
+    inflight: InFlight
 
     async def stop(self, grace: float | None = None, *, hurry: asyncio.Event | None = None) -> None:
         """Drain: health NOT_SERVING, refuse new calls, let in-flight ones finish.
@@ -60,7 +62,18 @@ class Gateway:
                 await asyncio.wait_for((hurry or asyncio.Event()).wait(), settings.drain_delay)
         if hurry is not None and hurry.is_set():
             grace = 0
-        await self.server.stop(settings.grace_period if grace is None else grace)
+        # stop() refuses new calls at once and waits out the grace for every open RPC,
+        # health Watch streams too; once the product calls are done, nothing else is
+        # worth waiting for.
+        graceful = asyncio.ensure_future(
+            self.server.stop(settings.grace_period if grace is None else grace)
+        )
+        idle = asyncio.ensure_future(self.inflight.wait_idle())
+        await asyncio.wait((graceful, idle), return_when=asyncio.FIRST_COMPLETED)
+        if not graceful.done():
+            await self.server.stop(0)
+        await graceful
+        idle.cancel()
         await asyncio.gather(*(p.close() for p in self.providers.values()))
         await self.transport.close()
 
@@ -147,7 +160,13 @@ async def create_server(
             ", ".join(aliases) or "none",
         )
 
-    interceptors: list[grpc.aio.ServerInterceptor] = [RequestIdInterceptor(), ErrorInterceptor()]
+    inflight = InFlight()
+    # Outermost first; each wraps the ones after it (docs/architecture.md).
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        InFlightInterceptor(inflight),
+        RequestIdInterceptor(),
+        ErrorInterceptor(),
+    ]
     if config.logging.access_log:
         interceptors.append(AccessLogInterceptor())
     server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))
@@ -170,7 +189,7 @@ async def create_server(
     await server.start()
     for service in ("", *SERVICE_NAMES):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
-    return Gateway(server, bound, config, health, transport, providers, router)
+    return Gateway(server, bound, config, health, transport, providers, router, inflight)
 
 
 async def serve(config: GatewayConfig, host: str | None = None, port: int | None = None) -> None:

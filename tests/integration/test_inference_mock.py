@@ -200,6 +200,11 @@ async def test_bad_stream_and_embed_requests(mock_gateway: RunningGateway) -> No
     assert "inputs" in bad_request_fields(caught.value)
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mock_gateway.stub.Embed(pb.EmbedRequest(model="mock", inputs=["x"], dimensions=10**6))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 8192" in bad_request_fields(caught.value)["dimensions"]
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for _ in mock_gateway.stub.StreamChat(pb.ChatRequest(model="mock")):
             pass
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -290,3 +295,19 @@ async def test_unexpected_error_is_internal_with_request_id(
     assert "secret internals" not in (caught.value.details() or "")
     monkeypatch.undo()
     assert (await mock_gateway.stub.Chat(chat("ok now"))).message.content[0].text == "ok now"
+
+
+async def test_draining_gateway_refuses_new_calls_but_answers_health(
+    mock_gateway: RunningGateway,
+) -> None:
+    mock_gateway.gateway.inflight.refuse_new_calls()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mock_gateway.stub.Chat(chat())
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_info(caught.value).reason == "DRAINING"
+    with pytest.raises(grpc.aio.AioRpcError):
+        async for _ in mock_gateway.stub.StreamChat(chat()):
+            pass
+    health = health_pb2_grpc.HealthStub(mock_gateway.channel)
+    reply = await health.Check(health_pb2.HealthCheckRequest())
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -51,31 +51,34 @@ class Gateway:
     inflight: InFlight
 
     async def stop(self, grace: float | None = None, *, hurry: asyncio.Event | None = None) -> None:
-        """Drain: health NOT_SERVING, refuse new calls, let in-flight ones finish.
-
-        Setting `hurry` cuts the drain delay short (a second signal).
+        """Drain: health NOT_SERVING; after drain_delay, refuse new calls; let in-flight
+        calls finish within the grace period; then stop. Setting `hurry` (a second
+        signal) skips whatever waiting is left.
         """
         settings = self.config.server
+        grace = settings.grace_period if grace is None else grace
+        hurry = hurry or asyncio.Event()
         await self.health.enter_graceful_shutdown()
         if settings.drain_delay:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for((hurry or asyncio.Event()).wait(), settings.drain_delay)
-        if hurry is not None and hurry.is_set():
-            grace = 0
-        # stop() refuses new calls at once and waits out the grace for every open RPC,
-        # health Watch streams too; once the product calls are done, nothing else is
-        # worth waiting for.
-        graceful = asyncio.ensure_future(
-            self.server.stop(settings.grace_period if grace is None else grace)
-        )
-        idle = asyncio.ensure_future(self.inflight.wait_idle())
-        await asyncio.wait((graceful, idle), return_when=asyncio.FIRST_COMPLETED)
-        if not graceful.done():
-            await self.server.stop(0)
-        await graceful
-        idle.cancel()
+            await _first_of(hurry.wait(), timeout=settings.drain_delay)
+        self.inflight.refuse_new_calls()
+        if grace > 0 and not hurry.is_set():
+            await _first_of(self.inflight.wait_idle(), hurry.wait(), timeout=grace)
+        # One stop, with no grace: what is still open now is over time or plumbing
+        # (health Watch streams). Two overlapping stop() calls can crash grpc.
+        await self.server.stop(0)
         await asyncio.gather(*(p.close() for p in self.providers.values()))
         await self.transport.close()
+
+
+async def _first_of(*waits: Coroutine[Any, Any, Any], timeout: float) -> None:
+    """Wait until one of `waits` finishes or `timeout` passes; cancel the rest."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _server_options(settings: ServerSettings) -> list[tuple[str, int]]:
@@ -151,7 +154,7 @@ async def create_server(
         aliases = [
             alias
             for alias in router.disabled_aliases
-            if all(d.provider == name for d in config.models[alias].deployments)
+            if any(d.provider == name for d in config.models[alias].deployments)
         ]
         log.warning(
             "provider %r disabled: %s; model aliases not served: %s",
@@ -198,14 +201,12 @@ async def serve(config: GatewayConfig, host: str | None = None, port: int | None
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     hurry = asyncio.Event()
-    forced: list[asyncio.Task[None]] = []
     signals = (signal.SIGTERM, signal.SIGINT)
 
     def on_signal(signum: int) -> None:
         if stopping.is_set():
             log.warning("second signal: stopping now, cancelling in-flight calls")
             hurry.set()
-            forced.append(loop.create_task(gateway.server.stop(0)))
             return
         log.info("received %s: draining", signal.Signals(signum).name)
         stopping.set()

@@ -1,8 +1,10 @@
-"""Count the product calls in progress, so that a drain ends when they are done.
+"""Count the product calls in progress, and refuse new ones once draining.
 
 grpc's own graceful stop waits for every open RPC, health Watch streams included,
 and those never end on their own: a drain would always last the whole grace
-period. The gateway waits for this count to reach zero instead.
+period. So the gateway drains itself: it refuses new product calls with
+UNAVAILABLE (clients retry elsewhere), waits for this count to reach zero or the
+grace period to end, and only then stops the server, once, with no grace.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
+
+from unigate.gateway.errors import GatewayError, Reason
 from unigate.gateway.interceptors.base import (
     Context,
     HandlerInterceptor,
@@ -22,8 +27,12 @@ from unigate.gateway.interceptors.base import (
 class InFlight:
     def __init__(self) -> None:
         self.count = 0
+        self.refusing = False
         self._idle = asyncio.Event()
         self._idle.set()
+
+    def refuse_new_calls(self) -> None:
+        self.refusing = True
 
     def enter(self) -> None:
         self.count += 1
@@ -38,6 +47,17 @@ class InFlight:
         await self._idle.wait()
 
 
+_DRAINING = GatewayError(
+    grpc.StatusCode.UNAVAILABLE,
+    Reason.DRAINING,
+    "this gateway instance is shutting down; retry, another instance will answer",
+).to_status()
+
+
+async def _refuse(context: Context) -> None:
+    await context.abort_with_status(_DRAINING)
+
+
 class InFlightInterceptor(HandlerInterceptor):
     def __init__(self, inflight: InFlight) -> None:
         super().__init__()
@@ -47,6 +67,8 @@ class InFlightInterceptor(HandlerInterceptor):
         inflight = self._inflight
 
         async def unary(request: Any, context: Context) -> Any:
+            if inflight.refusing:
+                await _refuse(context)
             inflight.enter()
             try:
                 return await behavior(request, context)
@@ -59,6 +81,8 @@ class InFlightInterceptor(HandlerInterceptor):
         inflight = self._inflight
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            if inflight.refusing:
+                await _refuse(context)
             inflight.enter()
             try:
                 async for response in behavior(request, context):

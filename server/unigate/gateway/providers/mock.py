@@ -19,7 +19,7 @@ import grpc
 from pydantic import Field
 
 from unigate.gateway.config_types import Duration
-from unigate.gateway.errors import GatewayError, Reason
+from unigate.gateway.errors import FieldViolation, GatewayError, Reason, invalid_argument
 from unigate.gateway.providers.base import (
     ProviderKind,
     ProviderSettings,
@@ -29,6 +29,8 @@ from unigate.gateway.providers.base import (
 from unigate.gateway.providers.transport import HttpTransport
 from unigate.v1 import inference_pb2 as pb
 
+MAX_DIMENSIONS = 8192
+
 
 class MockSettings(ProviderSettings):
     kind: Literal["mock"]
@@ -36,7 +38,7 @@ class MockSettings(ProviderSettings):
     """Time before the first token."""
     tokens_per_second: float = Field(0.0, ge=0)
     """Pace of streamed tokens; 0 sends them all at once."""
-    embedding_dimensions: int = Field(16, gt=0, le=8192)
+    embedding_dimensions: int = Field(16, gt=0, le=MAX_DIMENSIONS)
 
 
 class MockProvider:
@@ -156,6 +158,10 @@ class MockProvider:
         await self._wait(self._settings.latency, call, time.monotonic())
         size = request.dimensions if request.HasField("dimensions") else None
         size = size or self._settings.embedding_dimensions
+        if size > MAX_DIMENSIONS:
+            raise invalid_argument(
+                [FieldViolation("dimensions", f"the mock provider makes at most {MAX_DIMENSIONS}")]
+            )
         response = pb.EmbedResponse(model=call.model, provider=self.kind)
         for index, text in enumerate(request.inputs):
             response.embeddings.add(index=index, values=embedding_of(text, size))
@@ -169,13 +175,9 @@ class MockProvider:
 
 def embedding_of(text: str, size: int) -> list[float]:
     """A unit vector that depends only on the text and the size."""
-    raw = b""
-    counter = 0
-    while len(raw) < size * 4:
-        raw += hashlib.blake2b(f"{counter}:{text}".encode(), digest_size=64).digest()
-        counter += 1
-    ints = struct.unpack(f"<{size}i", raw[: size * 4])
-    norm = math.sqrt(sum(v * v for v in ints)) or 1.0
+    raw = hashlib.shake_256(text.encode()).digest(size * 4)
+    ints = struct.unpack(f"<{size}i", raw)
+    norm = math.sqrt(sum(float(v) * v for v in ints)) or 1.0
     return [v / norm for v in ints]
 
 

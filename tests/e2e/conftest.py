@@ -7,12 +7,14 @@ process when the test ends. `grpcurl` is the path of the real grpcurl binary.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ import grpc
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.fakes.openai_server import FakeOpenAI, RecordedRequest
 
 STARTUP_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
@@ -196,3 +200,34 @@ def grpcurl() -> str:
             f"{probe.stdout}{probe.stderr}\nrun `make test`, which installs it"
         )
     return path
+
+
+@dataclass
+class ThreadedFake:
+    """A FakeOpenAI served from its own event loop in a thread, so that synchronous
+    test code (subprocess.run of grpcurl) does not stop it from answering."""
+
+    fake: FakeOpenAI
+    loop: asyncio.AbstractEventLoop
+
+    def requests(self) -> list[RecordedRequest]:
+        async def snapshot() -> list[RecordedRequest]:
+            return list(self.fake.requests)
+
+        return asyncio.run_coroutine_threadsafe(snapshot(), self.loop).result(timeout=5)
+
+
+@pytest.fixture
+def fake_openai_thread() -> Iterator[ThreadedFake]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fake-openai", daemon=True)
+    thread.start()
+    fake = FakeOpenAI()
+    asyncio.run_coroutine_threadsafe(fake.__aenter__(), loop).result(timeout=10)
+    try:
+        yield ThreadedFake(fake, loop)
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import GatewayProcess
+from .conftest import GatewayProcess, SpawnGateway, ThreadedFake, gateway_env
 
 pytestmark = pytest.mark.e2e
 
@@ -206,3 +206,33 @@ def test_health_check_of_an_unknown_service_is_not_found(
     )
     assert result.returncode == GRPCURL_RPC_ERROR_BASE + 5, result
     assert "Code: NotFound" in result.stderr
+
+
+def test_chat_through_the_openai_adapter_returns_the_fakes_answer(
+    grpcurl: str, spawn_gateway: SpawnGateway, fake_openai_thread: ThreadedFake
+) -> None:
+    config = {
+        "providers": {
+            "openai": {
+                "kind": "openai",
+                "base_url": fake_openai_thread.fake.base_url,
+                "api_key": "${UNIGATE_E2E_VENDOR_KEY}",
+            }
+        },
+        "models": {"gpt": {"deployments": [{"provider": "openai", "model": "gpt-4o-mini"}]}},
+    }
+    key = "sk-e2e-not-a-real-key-1234"
+    gateway = spawn_gateway(config, env=gateway_env(UNIGATE_E2E_VENDOR_KEY=key))
+    out = ok(
+        run_grpcurl(
+            grpcurl, gateway, "unigate.v1.InferenceService/Chat", data=chat_body("hi", "gpt")
+        )
+    )
+    [reply] = json_messages(out)
+    assert reply["message"]["content"] == [{"text": "echo: hi"}]
+    assert (reply["provider"], reply["model"]) == ("openai", "gpt-4o-mini")
+    assert reply["finishReason"] == "FINISH_REASON_STOP"
+    [sent] = fake_openai_thread.requests()
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers["authorization"] == f"Bearer {key}"
+    assert key not in gateway.log()

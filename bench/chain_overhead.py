@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import contextlib
 import os
 import statistics
 import time
@@ -22,7 +22,7 @@ import uvloop
 
 from unigate.gateway.app import create_server
 from unigate.gateway.config import parse_config
-from unigate.gateway.observability.logs import JsonFormatter
+from unigate.gateway.observability.logs import configure_logging
 from unigate.v1 import inference_pb2 as pb
 from unigate.v1 import inference_pb2_grpc
 
@@ -120,8 +120,9 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
-    # Access log lines are formatted and written as in production, to a sink that is not the screen.
-    sink = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
-    sink.setFormatter(JsonFormatter())
-    logging.basicConfig(level=logging.INFO, handlers=[sink], force=True)
-    uvloop.run(main(args.calls, args.concurrency, args.rounds))
+    # Process and access logs are formatted and written as in production, to a sink
+    # that is not the screen.
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+        logs = configure_logging("info", "json", stream=sink)
+        uvloop.run(main(args.calls, args.concurrency, args.rounds))
+        logs.stop()

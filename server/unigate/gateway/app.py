@@ -24,6 +24,7 @@ from unigate.gateway.interceptors.access_log import AccessLogInterceptor
 from unigate.gateway.interceptors.errors import ErrorInterceptor
 from unigate.gateway.interceptors.inflight import InFlight, InFlightInterceptor
 from unigate.gateway.interceptors.request_id import RequestIdInterceptor
+from unigate.gateway.observability.access import AccessLog
 from unigate.gateway.providers.base import Provider
 from unigate.gateway.providers.registry import PROVIDER_KINDS
 from unigate.gateway.providers.transport import HttpTransport, TransportLimits
@@ -49,6 +50,7 @@ class Gateway:
     providers: Mapping[str, Provider]
     router: Router
     inflight: InFlight
+    access_log: AccessLog | None = None
 
     async def stop(self, grace: float | None = None, *, hurry: asyncio.Event | None = None) -> None:
         """Drain: health NOT_SERVING; after drain_delay, refuse new calls; let in-flight
@@ -67,6 +69,8 @@ class Gateway:
         # One stop, with no grace: what is still open now is over time or plumbing
         # (health Watch streams). Two overlapping stop() calls can crash grpc.
         await self.server.stop(0)
+        if self.access_log is not None:
+            await self.access_log.close()
         await asyncio.gather(*(p.close() for p in self.providers.values()))
         await self.transport.close()
 
@@ -170,8 +174,10 @@ async def create_server(
         RequestIdInterceptor(),
         ErrorInterceptor(),
     ]
+    access_log: AccessLog | None = None
     if config.logging.access_log:
-        interceptors.append(AccessLogInterceptor())
+        access_log = AccessLog(text=config.logging.format == "text")
+        interceptors.append(AccessLogInterceptor(access_log))
     server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))
 
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(
@@ -190,9 +196,13 @@ async def create_server(
         await transport.close()
         raise OSError(f"cannot listen on {address}: {_bind_problem(address)}") from None
     await server.start()
+    if access_log is not None:
+        access_log.start()
     for service in ("", *SERVICE_NAMES):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
-    return Gateway(server, bound, config, health, transport, providers, router, inflight)
+    return Gateway(
+        server, bound, config, health, transport, providers, router, inflight, access_log
+    )
 
 
 async def serve(config: GatewayConfig, host: str | None = None, port: int | None = None) -> None:

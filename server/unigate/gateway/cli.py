@@ -20,11 +20,16 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"unigate: {exc}", file=sys.stderr)
         return 2
-    configure_logging(args.log_level or config.logging.level, config.logging.format)
+    logs = configure_logging(args.log_level or config.logging.level, config.logging.format)
+    problem: OSError | None = None
     try:
         _run(serve(config, args.host, args.port))
     except OSError as exc:
-        print(f"unigate: {exc}", file=sys.stderr)
+        problem = exc
+    finally:
+        logs.stop()  # flush what is queued before anything else reaches stderr
+    if problem is not None:
+        print(f"unigate: {problem}", file=sys.stderr)
         return 1
     return 0
 

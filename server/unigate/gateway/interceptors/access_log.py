@@ -1,8 +1,7 @@
-"""One structured log line per call: method, outcome, latency, request id."""
+"""One access log line per call: method, outcome, latency, request id."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,8 +14,7 @@ from unigate.gateway.interceptors.base import (
     StreamBehavior,
     UnaryBehavior,
 )
-
-log = logging.getLogger("unigate.access")
+from unigate.gateway.observability.access import AccessLog
 
 
 def _outcome(exc: BaseException | None) -> tuple[str, str]:
@@ -29,36 +27,43 @@ def _outcome(exc: BaseException | None) -> tuple[str, str]:
     return "INTERNAL", "INTERNAL"
 
 
-def _record(method: str, started: float, exc: BaseException | None, messages: int) -> None:
+def _fields(
+    method: str, started: float, exc: BaseException | None, messages: int
+) -> dict[str, object]:
     code, reason = _outcome(exc)
-    log.info(
-        "call",
-        extra={
-            "request_id": callstate.request_id.get(),
-            "method": method,
-            "code": code,
-            "reason": reason,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            "messages": messages,
-        },
-    )
+    return {
+        "request_id": callstate.request_id.get(),
+        "method": method,
+        "code": code,
+        "reason": reason,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        "messages": messages,
+    }
 
 
 class AccessLogInterceptor(HandlerInterceptor):
+    def __init__(self, sink: AccessLog) -> None:
+        super().__init__()
+        self._sink = sink
+
     def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+        record = self._sink.record
+
         async def unary(request: Any, context: Context) -> Any:
             started = time.perf_counter()
             try:
                 response = await behavior(request, context)
             except BaseException as exc:
-                _record(method, started, exc, 0)
+                record(_fields(method, started, exc, 0))
                 raise
-            _record(method, started, None, 1)
+            record(_fields(method, started, None, 1))
             return response
 
         return unary
 
     def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
+        record = self._sink.record
+
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             started = time.perf_counter()
             sent = 0
@@ -67,8 +72,8 @@ class AccessLogInterceptor(HandlerInterceptor):
                     sent += 1
                     yield response
             except BaseException as exc:
-                _record(method, started, exc, sent)
+                record(_fields(method, started, exc, sent))
                 raise
-            _record(method, started, None, sent)
+            record(_fields(method, started, None, sent))
 
         return stream

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import GatewayProcess, SpawnGateway, ThreadedFake, gateway_env
+from .conftest import GatewayProcess, SpawnGateway, ThreadedFake, gateway_env, mock_config
 
 pytestmark = pytest.mark.e2e
 
@@ -236,3 +236,26 @@ def test_chat_through_the_openai_adapter_returns_the_fakes_answer(
     assert sent.path == "/v1/chat/completions"
     assert sent.headers["authorization"] == f"Bearer {key}"
     assert key not in gateway.log()
+
+
+def test_access_log_line_sees_request_id_and_final_status(
+    grpcurl: str, spawn_gateway: SpawnGateway
+) -> None:
+    """The interceptor order shows in the access log: the request id is already set
+    and the status is the one the caller got (the error mapping wraps the log)."""
+    config = mock_config()
+    config["logging"] = {"format": "json", "access_log": True}
+    gateway = spawn_gateway(config)
+    run_grpcurl(
+        grpcurl,
+        gateway,
+        "unigate.v1.InferenceService/Chat",
+        flags=("-rpc-header", "x-request-id: order-1"),
+        data=chat_body("hi", model="no-such-alias"),
+    )
+    gateway.stop()  # flushes the batched access log
+    entries = [json.loads(line) for line in gateway.log().splitlines() if line.startswith("{")]
+    [access] = [e for e in entries if e.get("logger") == "unigate.access"]
+    assert access["request_id"] == "order-1"
+    assert (access["code"], access["reason"]) == ("NOT_FOUND", "MODEL_NOT_FOUND")
+    assert access["method"] == "/unigate.v1.InferenceService/Chat"

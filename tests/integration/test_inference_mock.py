@@ -311,3 +311,11 @@ async def test_draining_gateway_refuses_new_calls_but_answers_health(
     health = health_pb2_grpc.HealthStub(mock_gateway.channel)
     reply = await health.Check(health_pb2.HealthCheckRequest())
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_message_size_limit_from_config(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway({**MOCK_CONFIG, "server": {"max_receive_message_bytes": 2048}})
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gateway.stub.Chat(chat("x" * 4096))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (await gateway.stub.Chat(chat("small"))).message.content[0].text == "small"

@@ -319,3 +319,27 @@ async def test_message_size_limit_from_config(start_gateway: StartGateway) -> No
         await gateway.stub.Chat(chat("x" * 4096))
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert (await gateway.stub.Chat(chat("small"))).message.content[0].text == "small"
+
+
+async def test_rpc_the_alias_lacks_is_unimplemented(start_gateway: StartGateway) -> None:
+    config = {
+        **MOCK_CONFIG,
+        "models": {
+            "chat-only": {
+                "deployments": [{"provider": "local-mock", "model": "echo"}],
+                "capabilities": {"embeddings": False, "streaming": False},
+            }
+        },
+    }
+    gateway = await start_gateway(config)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gateway.stub.Embed(pb.EmbedRequest(model="chat-only", inputs=["x"]))
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "'chat-only' does not support embeddings" in (caught.value.details() or "")
+    info = error_info(caught.value)
+    assert (info.reason, info.metadata["capability"]) == ("CAPABILITY_UNSUPPORTED", "embeddings")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in gateway.stub.StreamChat(chat(model="chat-only")):
+            pass
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "streaming" in (caught.value.details() or "")

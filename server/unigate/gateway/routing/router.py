@@ -19,6 +19,7 @@ from unigate.gateway.providers.base import Provider
 from unigate.v1 import inference_pb2 as pb
 
 CAPABILITY_NAMES = tuple(f.name for f in pb.Capabilities.DESCRIPTOR.fields)
+RPC_CAPABILITIES = frozenset({"chat", "streaming", "completion", "embeddings"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +68,12 @@ class Router:
             raise self._unknown(alias)
         missing = [name for name in needs if not getattr(route.capabilities, name)]
         if missing:
+            # A whole RPC the alias cannot serve is UNIMPLEMENTED; something in the
+            # request it cannot honour (an image, tools, a JSON schema) is the
+            # caller's to change: INVALID_ARGUMENT.
+            rpc_level = all(name in RPC_CAPABILITIES for name in missing)
             raise GatewayError(
-                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.UNIMPLEMENTED if rpc_level else grpc.StatusCode.INVALID_ARGUMENT,
                 Reason.CAPABILITY_UNSUPPORTED,
                 f"model alias {alias!r} does not support {', '.join(missing)};"
                 " ListModels shows each alias's capabilities",

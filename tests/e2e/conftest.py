@@ -8,6 +8,7 @@ process when the test ends. `grpcurl` is the path of the real grpcurl binary.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -204,10 +205,10 @@ def grpcurl() -> str:
 
 @dataclass
 class ThreadedFake:
-    """A FakeOpenAI served from its own event loop in a thread, so that synchronous
+    """A vendor fake served from its own event loop in a thread, so that synchronous
     test code (subprocess.run of grpcurl) does not stop it from answering."""
 
-    fake: FakeOpenAI
+    fake: Any
     loop: asyncio.AbstractEventLoop
 
     def requests(self) -> list[RecordedRequest]:
@@ -217,12 +218,13 @@ class ThreadedFake:
         return asyncio.run_coroutine_threadsafe(snapshot(), self.loop).result(timeout=5)
 
 
-@pytest.fixture
-def fake_openai_thread() -> Iterator[ThreadedFake]:
+@contextlib.contextmanager
+def threaded_fake(factory: Callable[[], Any]) -> Iterator[ThreadedFake]:
+    """Run `async with factory()` on a private loop in a thread for the block's length."""
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="fake-openai", daemon=True)
+    thread = threading.Thread(target=loop.run_forever, name="vendor-fake", daemon=True)
     thread.start()
-    fake = FakeOpenAI()
+    fake = factory()
     asyncio.run_coroutine_threadsafe(fake.__aenter__(), loop).result(timeout=10)
     try:
         yield ThreadedFake(fake, loop)
@@ -231,3 +233,9 @@ def fake_openai_thread() -> Iterator[ThreadedFake]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+@pytest.fixture
+def fake_openai_thread() -> Iterator[ThreadedFake]:
+    with threaded_fake(FakeOpenAI) as fake:
+        yield fake

@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from unigate.gateway import __version__
+from unigate.gateway.providers.registry import PROVIDER_KINDS
 from unigate.v1 import inference_pb2 as pb
 from unigate.v1 import inference_pb2_grpc
 
@@ -85,7 +86,8 @@ def list_models(target: str) -> list[str]:
         ),
         pytest.param(
             "providers:\n  x:\n    kind: bogus\n",
-            ": providers.x.kind: unknown provider kind 'bogus' (one of: mock, openai)",
+            ": providers.x.kind: unknown provider kind 'bogus'"
+            f" (one of: {', '.join(sorted(PROVIDER_KINDS))})",
             id="unknown-provider-kind",
         ),
         pytest.param(

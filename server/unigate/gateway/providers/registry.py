@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from unigate.gateway.providers import mock, openai
+from unigate.gateway.providers import anthropic, mock, openai
 from unigate.gateway.providers.base import ProviderKind
 
 PROVIDER_KINDS: Mapping[str, ProviderKind] = {
+    "anthropic": anthropic.KIND,
     "mock": mock.KIND,
     "openai": openai.KIND,
 }

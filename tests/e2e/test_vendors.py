@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.openai_server import FakeOpenAI
 
 from .conftest import GatewayProcess, SpawnGateway, ThreadedFake, gateway_env, threaded_fake
@@ -37,6 +38,7 @@ class Vendor:
 VENDORS = [
     Vendor("openai", FakeOpenAI, "gpt-4o-mini", "text-embedding-3-small", {}),
     Vendor("anthropic", FakeAnthropic, "claude-haiku-4-5", None, {}),
+    Vendor("gemini", FakeGemini, "gemini-2.5-flash", "gemini-embedding-001", {}),
 ]
 
 

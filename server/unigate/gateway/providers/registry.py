@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from unigate.gateway.providers import anthropic, mock, openai
+from unigate.gateway.providers import anthropic, gemini, mock, openai
 from unigate.gateway.providers.base import ProviderKind
 
 PROVIDER_KINDS: Mapping[str, ProviderKind] = {
     "anthropic": anthropic.KIND,
+    "gemini": gemini.KIND,
     "mock": mock.KIND,
     "openai": openai.KIND,
 }

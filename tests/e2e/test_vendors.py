@@ -12,7 +12,8 @@ import pytest
 
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.gemini_server import FakeGemini
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.mistral_server import FakeMistral
+from tests.fakes.openai_server import FakeAzureOpenAI, FakeOpenAI
 
 from .conftest import GatewayProcess, SpawnGateway, ThreadedFake, gateway_env, threaded_fake
 from .test_grpcurl import json_messages, ok, run_grpcurl
@@ -39,6 +40,15 @@ VENDORS = [
     Vendor("openai", FakeOpenAI, "gpt-4o-mini", "text-embedding-3-small", {}),
     Vendor("anthropic", FakeAnthropic, "claude-haiku-4-5", None, {}),
     Vendor("gemini", FakeGemini, "gemini-2.5-flash", "gemini-embedding-001", {}),
+    Vendor("mistral", FakeMistral, "mistral-small-latest", "mistral-embed", {}),
+    Vendor("azure_openai", FakeAzureOpenAI, "gpt4o", "embed", {}),
+    Vendor(
+        "openai_compatible",
+        FakeOpenAI,
+        "llama3.2",
+        "nomic-embed-text",
+        {"supports_embeddings": True},
+    ),
 ]
 
 

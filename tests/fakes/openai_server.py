@@ -9,6 +9,11 @@
 Answers are deterministic: chat echoes the last user text ("echo: <text>"), a request whose
 tool_choice is "required" or names a function gets a tool call instead, completions echo the
 prompt, embeddings are small vectors derived from the input length (exact in float32).
+
+Azure OpenAI's routes are served too, at `fake.azure_endpoint`:
+/openai/deployments/{deployment}/... (which require `api-version`) and /openai/v1/...; both
+require an `api-key` or `Authorization` header, and streams begin with Azure's prompt filter
+chunk (empty id and model).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import struct
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +40,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]  # names lower-cased
     body: Any
+    query: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,37 @@ class Fault:
     def bad_request(cls, message: str, param: str | None = None) -> Fault:
         return cls.error(400, message, type="invalid_request_error", param=param)
 
+    @classmethod
+    def azure_content_filter(cls) -> Fault:
+        """Azure refusing a prompt: a 400 whose code is "content_filter"."""
+        body = {
+            "error": {
+                "message": AZURE_FILTER_MESSAGE,
+                "type": None,
+                "param": "prompt",
+                "code": "content_filter",
+                "status": 400,
+                "innererror": {
+                    "code": "ResponsibleAIPolicyViolation",
+                    "content_filter_result": {
+                        **_SAFE_FILTERS,
+                        "violence": {"filtered": True, "severity": "high"},
+                    },
+                },
+            }
+        }
+        return cls(400, body)
+
+    @classmethod
+    def azure_rate_limited(cls, retry_after: int = 6) -> Fault:
+        message = (
+            "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version "
+            "2024-10-21 have exceeded token rate limit of your current OpenAI S0 pricing tier. "
+            f"Please retry after {retry_after} seconds."
+        )
+        headers = {"Retry-After": str(retry_after), "retry-after-ms": str(retry_after * 1000)}
+        return cls(429, {"error": {"code": "429", "message": message}}, headers)
+
 
 class FakeOpenAI:
     """A real HTTP server with knobs that tests turn to make it misbehave."""
@@ -126,12 +164,14 @@ class FakeOpenAI:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._port}/v1"
 
+    @property
+    def azure_endpoint(self) -> str:
+        """The endpoint of a fake Azure OpenAI resource (its routes under /openai/)."""
+        return f"http://127.0.0.1:{self._port}"
+
     async def __aenter__(self) -> FakeOpenAI:
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/completions", self._complete)
-        app.router.add_post("/v1/embeddings", self._embed)
-        app.router.add_get("/v1/models", self._models)
+        self._add_routes(app)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -142,6 +182,16 @@ class FakeOpenAI:
     async def __aexit__(self, *exc: object) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def _add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._complete)
+        app.router.add_post("/v1/embeddings", self._embed)
+        app.router.add_get("/v1/models", self._models)
+        for base in ("/openai/deployments/{deployment}", "/openai/v1"):
+            app.router.add_post(base + "/chat/completions", self._azure(self._chat))
+            app.router.add_post(base + "/completions", self._azure(self._complete))
+            app.router.add_post(base + "/embeddings", self._azure(self._embed))
 
     # --- handlers ------------------------------------------------------------------------------
 
@@ -167,11 +217,12 @@ class FakeOpenAI:
             ]
             completion_tokens = len(words)
         usage = _usage(prompt_tokens, completion_tokens)
-        head = {"id": ident, "created": int(time.time()), "model": body["model"]}
+        head = {"id": ident, "created": int(time.time()), "model": _model(body, request)}
         if not body.get("stream"):
             choice = {"index": 0, "message": answer, "logprobs": None, "finish_reason": finish}
+            extra = {"prompt_filter_results": _PROMPT_FILTER} if request.get(AZURE) else {}
             return web.json_response(
-                {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
+                {**head, "object": "chat.completion", "choices": [choice], "usage": usage} | extra
             )
         chunk_head = {**head, "object": "chat.completion.chunk"}
         chunks = [{**chunk_head, "choices": [_delta_choice(delta, None)]} for delta in pieces] + [
@@ -189,7 +240,7 @@ class FakeOpenAI:
             "id": _ident("cmpl-", body),
             "object": "text_completion",
             "created": int(time.time()),
-            "model": body["model"],
+            "model": _model(body, request),
         }
         if not body.get("stream"):
             text = " " + " ".join(words)
@@ -218,10 +269,27 @@ class FakeOpenAI:
             {
                 "object": "list",
                 "data": data,
-                "model": body["model"],
+                "model": _model(body, request),
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             }
         )
+
+    def _azure(self, handler: Handler) -> Handler:
+        """An Azure route: the same answers, after Azure's checks of version and credentials."""
+
+        async def azure(request: web.Request) -> web.StreamResponse:
+            request[AZURE] = True
+            deployments = "deployment" in request.match_info
+            if deployments and "api-version" not in request.query:
+                self._record(request, await request.json() if request.can_read_body else None)
+                body = {"error": {"code": "404", "message": "Resource not found"}}
+                return web.json_response(body, status=404)
+            if not {"api-key", "authorization"} & {h.lower() for h in request.headers}:
+                self._record(request, await request.json() if request.can_read_body else None)
+                return web.json_response({"error": AZURE_ACCESS_DENIED}, status=401)
+            return await handler(request)
+
+        return azure
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         _, early = await self._receive(request)
@@ -233,10 +301,14 @@ class FakeOpenAI:
 
     # --- plumbing ------------------------------------------------------------------------------
 
+    def _record(self, request: web.Request, body: Any) -> None:
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        query = dict(request.query)
+        self.requests.append(RecordedRequest(request.method, request.path, headers, body, query))
+
     async def _receive(self, request: web.Request) -> tuple[Any, web.Response | None]:
         body = await request.json() if request.can_read_body else None
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        self.requests.append(RecordedRequest(request.method, request.path, headers, body))
+        self._record(request, body)
         if self.delay and await self._client_left_within(request, self.delay):
             self.client_disconnected.set()
             return body, web.Response(status=499)
@@ -261,6 +333,9 @@ class FakeOpenAI:
         if (body.get("stream_options") or {}).get("include_usage"):
             # With include_usage every chunk has "usage": null, then one usage-only chunk.
             chunks = [{**chunk, "usage": None} for chunk in chunks] + [{**last, "usage": usage}]
+        if request.get(AZURE):
+            # Azure first reports how its filters judged the prompt, in a chunk of its own.
+            chunks = [AZURE_FIRST_CHUNK, *chunks]
         events = [json.dumps(chunk, separators=(",", ":")) for chunk in chunks] + ["[DONE]"]
         response = web.StreamResponse(
             headers={
@@ -278,7 +353,7 @@ class FakeOpenAI:
                 if sent == self.end_after:
                     break
                 if sent == self.error_after:
-                    event = json.dumps(Fault.server_error().body)
+                    event = json.dumps(self._stream_error_event())
                 if self.chunk_delay:
                     await asyncio.sleep(self.chunk_delay)
                 await response.write(f"data: {event}\n\n".encode())
@@ -291,10 +366,57 @@ class FakeOpenAI:
         self.streams_finished += 1
         return response
 
+    def _stream_error_event(self) -> Json:
+        """What `error_after` sends in place of the next event."""
+        body: Json = Fault.server_error().body
+        return body
+
+
+class FakeAzureOpenAI(FakeOpenAI):
+    """The same fake, with `base_url` the endpoint an azure_openai provider block takes."""
+
+    @property
+    def base_url(self) -> str:
+        return self.azure_endpoint
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+AZURE = web.RequestKey("azure", bool)  # set on requests that came in on an Azure route
+
+AZURE_FILTER_MESSAGE = (
+    "The response was filtered due to the prompt triggering Azure OpenAI's content management "
+    "policy. Please modify your prompt and retry. To learn more about our content filtering "
+    "policies please read our documentation: https://go.microsoft.com/fwlink/?linkid=2198766"
+)
+AZURE_ACCESS_DENIED = {
+    "code": "401",
+    "message": "Access denied due to invalid subscription key or wrong API endpoint. Make sure "
+    "to provide a valid key for an active subscription and use a correct regional API endpoint "
+    "for your resource.",
+}
+_SAFE_FILTERS = {
+    name: {"filtered": False, "severity": "safe"}
+    for name in ("hate", "self_harm", "sexual", "violence")
+}
+_PROMPT_FILTER = [{"prompt_index": 0, "content_filter_results": _SAFE_FILTERS}]
+AZURE_FIRST_CHUNK = {
+    "choices": [],
+    "created": 0,
+    "id": "",
+    "model": "",
+    "object": "",
+    "prompt_filter_results": _PROMPT_FILTER,
+}
+
 
 def fake_vector(text: str, index: int, dimensions: int) -> list[float]:
     """Multiples of 1/8 in [-1, 1]: exact in float32, so tests can compare with ==."""
     return [((len(text) * (j + 1) + index) % 17 - 8) / 8 for j in range(dimensions)]
+
+
+def _model(body: Json, request: web.Request) -> str:
+    """The model a request names: in its body, or (Azure) its deployment in the path."""
+    return str(body.get("model") or request.match_info.get("deployment", ""))
 
 
 def _ident(prefix: str, body: Any) -> str:

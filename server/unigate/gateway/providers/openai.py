@@ -1,5 +1,5 @@
-"""The OpenAI adapter: OpenAI itself and every server that speaks its REST API (Ollama, vLLM,
-llama.cpp, LM Studio...).
+"""The OpenAI adapter: OpenAI itself, and the base of the kinds that speak its wire format
+elsewhere (azure_openai, openai_compatible for Ollama, vLLM, llama.cpp..., and mistral).
 
 Stateless translation lives in openai_translate; here are the settings, the stateful reading of
 SSE streams, and the thin calls into the shared HttpTransport.
@@ -7,7 +7,7 @@ SSE streams, and the thin calls into the shared HttpTransport.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from functools import partial
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -31,21 +31,13 @@ from unigate.v1 import inference_pb2 as pb
 _SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
 
 
-class OpenAISettings(ProviderSettings):
-    """A provider block of kind "openai"."""
+class OpenAIStyleSettings(ProviderSettings):
+    """Fields and checks shared by every kind built on this adapter."""
 
-    kind: Literal["openai"]
-    base_url: str = "https://api.openai.com/v1"
-    # None sends no Authorization header (local servers such as Ollama need none).
+    base_url: str
+    # None sends no credentials (local servers such as Ollama need none).
     api_key: str | None = Field(default=None, repr=False)
-    organization: str | None = None
-    project: str | None = None
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
-    embedding_encoding: Literal["float", "base64"] = "float"
-    # OpenAI's reasoning models (o1, o3, gpt-5...) refuse `max_tokens` and want
-    # `max_completion_tokens`, which most OpenAI-compatible servers do not know yet.
-    # So the portable name is the default and an operator opts in per provider block.
-    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
 
     @field_validator("base_url")
     @classmethod
@@ -60,13 +52,7 @@ class OpenAISettings(ProviderSettings):
     @field_validator("api_key")
     @classmethod
     def _clean_key(cls, value: str | None) -> str | None:
-        # Secrets mounted from files often end in a newline; anything else is a typo.
-        if value is None:
-            return None
-        value = value.strip()
-        if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
-            raise ValueError("contains whitespace or control characters (the key is not shown)")
-        return value
+        return clean_secret(value)
 
     @field_validator("headers")
     @classmethod
@@ -77,22 +63,60 @@ class OpenAISettings(ProviderSettings):
         return value
 
 
+def clean_secret(value: str | None) -> str | None:
+    """A credential from the config, trimmed; refused, never echoed, if it has inner blanks."""
+    # Secrets mounted from files often end in a newline; anything else is a typo.
+    if value is None:
+        return None
+    value = value.strip()
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        raise ValueError("contains whitespace or control characters (the key is not shown)")
+    return value
+
+
+class OpenAISettings(OpenAIStyleSettings):
+    """A provider block of kind "openai"."""
+
+    kind: Literal["openai"]
+    base_url: str = "https://api.openai.com/v1"
+    organization: str | None = None
+    project: str | None = None
+    embedding_encoding: Literal["float", "base64"] = "float"
+    # OpenAI's reasoning models (o1, o3, gpt-5...) refuse `max_tokens` and want
+    # `max_completion_tokens`, which most OpenAI-compatible servers do not know yet.
+    # So the portable name is the default and an operator opts in per provider block.
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+
+
 StreamMessage = TypeVar("StreamMessage", pb.StreamChatResponse, pb.StreamCompleteResponse)
+Translator = TypeVar("Translator", bound="StreamTranslator[Any]")
 
 
 class StreamTranslator(Generic[StreamMessage]):
     """Reads the data payloads of one OpenAI SSE stream, in order, into unigate messages.
 
     The finish_reason is held back until [DONE] (after the usage chunk that include_usage
-    adds), so the last message carries both. A stream that ends any other way is an error.
+    adds), so the last message carries both. A stream that ends any other way is an error,
+    unless `usage_optional` (for servers that send no usage): then a body that ends after a
+    finish_reason is complete too, and a missing usage is reported as zeros.
     """
 
     message_type: ClassVar[type[Any]]
+    wire: ClassVar[str] = "OpenAI"
 
-    def __init__(self, target: Target, *, fallback_id: str = "") -> None:
+    def __init__(
+        self,
+        target: Target,
+        *,
+        fallback_id: str = "",
+        provider: str = tr.PROVIDER,
+        usage_optional: bool = False,
+    ) -> None:
         self._target = target
         self._id = fallback_id
         self._model = ""
+        self._provider = provider
+        self._usage_optional = usage_optional
         self._started = False
         self._finish: pb.FinishReason | None = None
         self._usage: pb.Usage | None = None
@@ -105,28 +129,30 @@ class StreamTranslator(Generic[StreamMessage]):
         if data.strip() == "[DONE]":
             self.done = True
             return [self._final()]
-        with tr.protocol_errors(self._target, "a stream chunk"):
+        with tr.protocol_errors(self._target, "a stream chunk", wire=self.wire):
             chunk = tr.json_object(data)
-            if "error" in chunk:
-                raise tr.stream_error(chunk["error"], self._target)
+            if (error := self._error(chunk)) is not None:
+                raise error
             if not self._started:
-                self._started = True
+                # Azure's first chunk (prompt filter results) has an empty id and model.
                 self._id = chunk.get("id") or self._id
-                self._model = chunk.get("model") or ""
+                self._model = chunk.get("model") or self._model
             if chunk.get("usage"):
                 self._usage = tr.usage(chunk["usage"])
             choice = next((c for c in chunk.get("choices") or [] if c.get("index", 0) == 0), None)
             if choice is None:
                 return []
             if choice.get("finish_reason"):
-                self._finish = tr.finish_reason(choice["finish_reason"])
-            return self._deltas(choice)
+                self._finish = self._finish_reason(choice["finish_reason"])
+            messages = self._deltas(choice)
+            self._started = self._started or bool(messages)
+            return messages
 
     def end(self) -> list[StreamMessage]:
         """The body ended. Complete after [DONE], or once both finish_reason and usage came."""
         if self.done:
             return []
-        if self._finish is None or self._usage is None:
+        if self._finish is None or (self._usage is None and not self._usage_optional):
             raise self._unfinished()
         self.done = True
         return [self._final()]
@@ -134,7 +160,17 @@ class StreamTranslator(Generic[StreamMessage]):
     def _final(self) -> StreamMessage:
         if self._finish is None:
             raise self._unfinished()
-        return self._message(finish_reason=self._finish, usage=self._usage)
+        usage = self._usage
+        if usage is None and self._usage_optional:
+            usage = pb.Usage()
+        return self._message(finish_reason=self._finish, usage=usage)
+
+    def _error(self, chunk: tr.Json) -> GatewayError | None:
+        """The error an in-stream payload reports, if it is one."""
+        return tr.stream_error(chunk["error"], self._target) if "error" in chunk else None
+
+    def _finish_reason(self, reason: str) -> pb.FinishReason:
+        return tr.finish_reason(reason)
 
     def _unfinished(self) -> GatewayError:
         target = self._target
@@ -148,7 +184,7 @@ class StreamTranslator(Generic[StreamMessage]):
 
     def _message(self, **fields: Any) -> StreamMessage:
         message: StreamMessage = self.message_type(
-            id=self._id, model=self._model, provider=tr.PROVIDER, **fields
+            id=self._id, model=self._model, provider=self._provider, **fields
         )
         return message
 
@@ -183,7 +219,12 @@ class CompleteStreamTranslator(StreamTranslator[pb.StreamCompleteResponse]):
 
 
 class OpenAIProvider:
-    """One configured OpenAI-compatible upstream."""
+    """One configured OpenAI upstream.
+
+    Vendors that speak this wire format at other URLs, with other credentials or quirks
+    (Azure OpenAI, OpenAI-compatible servers, Mistral) subclass it and override the hooks:
+    `_url`, `_upstream_error`, and the stream flags set in `__init__`.
+    """
 
     kind: ClassVar[str] = "openai"
 
@@ -205,6 +246,10 @@ class OpenAIProvider:
         if settings.api_key:
             secrets.add(settings.api_key)
         self._secrets = tuple(secrets)
+        # Ask for usage in streams (stream_options.include_usage); whether a stream may end
+        # without it (its usage then reported as zeros).
+        self._stream_usage = True
+        self._usage_optional = False
 
     def capabilities(self) -> pb.Capabilities:
         return every_capability()
@@ -213,8 +258,8 @@ class OpenAIProvider:
         body = tr.chat_request_body(
             request, call.model, max_tokens_field=self._settings.max_tokens_field
         )
-        target = self._target(call)
-        response = tr.chat_response(await self._post("/chat/completions", body, call), target)
+        answer = await self._post("/chat/completions", body, call)
+        response = tr.chat_response(answer, self._target(call), provider=self.kind)
         response.id = response.id or call.request_id
         response.model = response.model or call.model
         return response
@@ -228,16 +273,17 @@ class OpenAIProvider:
             call.model,
             stream=True,
             max_tokens_field=self._settings.max_tokens_field,
+            stream_usage=self._stream_usage,
         )
-        translator = ChatStreamTranslator(self._target(call), fallback_id=call.request_id)
+        translator = self._translator(ChatStreamTranslator, call)
         return self._stream("/chat/completions", body, call, translator)
 
     async def complete(
         self, request: pb.CompleteRequest, call: UpstreamCall
     ) -> pb.CompleteResponse:
         body = tr.complete_request_body(request, call.model)
-        target = self._target(call)
-        response = tr.complete_response(await self._post("/completions", body, call), target)
+        answer = await self._post("/completions", body, call)
+        response = tr.complete_response(answer, self._target(call), provider=self.kind)
         response.id = response.id or call.request_id
         response.model = response.model or call.model
         return response
@@ -245,8 +291,14 @@ class OpenAIProvider:
     def stream_complete(
         self, request: pb.CompleteRequest, call: UpstreamCall
     ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
-        body = partial(tr.complete_request_body, request, call.model, stream=True)
-        translator = CompleteStreamTranslator(self._target(call), fallback_id=call.request_id)
+        body = partial(
+            tr.complete_request_body,
+            request,
+            call.model,
+            stream=True,
+            stream_usage=self._stream_usage,
+        )
+        translator = self._translator(CompleteStreamTranslator, call)
         return self._stream("/completions", body, call, translator)
 
     async def embed(self, request: pb.EmbedRequest, call: UpstreamCall) -> pb.EmbedResponse:
@@ -254,7 +306,9 @@ class OpenAIProvider:
             request, call.model, encoding=self._settings.embedding_encoding
         )
         answer = await self._post("/embeddings", body, call)
-        response = tr.embed_response(answer, self._target(call), inputs=len(request.inputs))
+        response = tr.embed_response(
+            answer, self._target(call), inputs=len(request.inputs), provider=self.kind
+        )
         response.model = response.model or call.model
         return response
 
@@ -263,6 +317,23 @@ class OpenAIProvider:
 
     def _target(self, call: UpstreamCall) -> Target:
         return Target(provider=self.name, deployment=call.deployment, secrets=self._secrets)
+
+    def _url(self, path: str, call: UpstreamCall) -> str:
+        """Where an endpoint (`/chat/completions`...) of this upstream is, for this call."""
+        return self._base_url + path
+
+    def _upstream_error(
+        self, status: int, headers: Mapping[str, str], body: bytes, target: Target
+    ) -> GatewayError:
+        return tr.upstream_error(status, headers, body, target)
+
+    def _translator(self, kind: type[Translator], call: UpstreamCall) -> Translator:
+        return kind(
+            self._target(call),
+            fallback_id=call.request_id,
+            provider=self.kind,
+            usage_optional=self._usage_optional,
+        )
 
     def _request_headers(self, call: UpstreamCall, *, stream: bool = False) -> dict[str, str]:
         headers = {**self._headers, "X-Request-Id": call.request_id, **call.extra_headers}
@@ -274,14 +345,14 @@ class OpenAIProvider:
         target = self._target(call)
         result = await self._transport.request(
             "POST",
-            self._base_url + path,
+            self._url(path, call),
             target=target,
             timeout=call.timeout,
             headers=self._request_headers(call),
             json=body,
         )
         if result.status >= 300:
-            raise tr.upstream_error(result.status, result.headers, result.body, target)
+            raise self._upstream_error(result.status, result.headers, result.body, target)
         return result.body
 
     async def _stream(
@@ -296,7 +367,7 @@ class OpenAIProvider:
         # The body is built here, so that every error, a bad request too, comes from iterating.
         target = self._target(call)
         async with self._transport.stream(
-            self._base_url + path,
+            self._url(path, call),
             target=target,
             timeout=call.timeout,
             headers=self._request_headers(call, stream=True),
@@ -304,7 +375,7 @@ class OpenAIProvider:
         ) as response:
             if response.status >= 300:
                 answer = await response.read()
-                raise tr.upstream_error(response.status, response.headers, answer, target)
+                raise self._upstream_error(response.status, response.headers, answer, target)
             async for event in iter_sse(response.content):
                 for message in translator.feed(event.data):
                     yield message
@@ -313,6 +384,22 @@ class OpenAIProvider:
                     break
         for message in translator.end():
             yield message
+
+
+def capability_unsupported(name: str, kind: str, capability: str) -> GatewayError:
+    """An RPC this upstream's API lacks (the router normally refuses it first)."""
+    return GatewayError(
+        grpc.StatusCode.UNIMPLEMENTED,
+        Reason.CAPABILITY_UNSUPPORTED,
+        f"provider {name!r} ({kind}) does not support {capability}",
+        metadata={"provider": name, "capability": capability},
+    )
+
+
+async def failed_stream(error: GatewayError) -> AsyncGenerator[Any, None]:
+    """A stream whose first step raises `error`: stream RPCs fail when iterated."""
+    raise error
+    yield  # pragma: no cover - makes this an async generator
 
 
 KIND = ProviderKind(settings=OpenAISettings, factory=OpenAIProvider)

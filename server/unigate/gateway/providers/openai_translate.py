@@ -77,6 +77,7 @@ def chat_request_body(
     *,
     stream: bool = False,
     max_tokens_field: str = "max_tokens",
+    stream_usage: bool = True,
 ) -> Json:
     """The /chat/completions body. `metadata` stays in the gateway."""
     body: Json = {
@@ -99,16 +100,18 @@ def chat_request_body(
         body["response_format"] = fmt
     if request.user:
         body["user"] = request.user
-    return body | _stream_flags() if stream else body
+    return body | _stream_flags(stream_usage) if stream else body
 
 
-def complete_request_body(request: pb.CompleteRequest, model: str, *, stream: bool = False) -> Json:
+def complete_request_body(
+    request: pb.CompleteRequest, model: str, *, stream: bool = False, stream_usage: bool = True
+) -> Json:
     """The legacy /completions body (it has always taken `max_tokens`)."""
     body: Json = {"model": model, "prompt": request.prompt}
     body.update(_sampling(request.sampling, "max_tokens"))
     if request.user:
         body["user"] = request.user
-    return body | _stream_flags() if stream else body
+    return body | _stream_flags(stream_usage) if stream else body
 
 
 def embed_request_body(request: pb.EmbedRequest, model: str, *, encoding: str = "float") -> Json:
@@ -120,8 +123,11 @@ def embed_request_body(request: pb.EmbedRequest, model: str, *, encoding: str = 
     return body
 
 
-def _stream_flags() -> Json:
-    # Without include_usage OpenAI streams no token counts at all.
+def _stream_flags(stream_usage: bool) -> Json:
+    # Without include_usage OpenAI streams no token counts at all; some compatible
+    # servers refuse the option, so it can be left out.
+    if not stream_usage:
+        return {"stream": True}
     return {"stream": True, "stream_options": {"include_usage": True}}
 
 
@@ -237,7 +243,7 @@ def _whole_numbers(value: Any) -> Any:
 
 
 @contextmanager
-def protocol_errors(target: Target, what: str) -> Iterator[None]:
+def protocol_errors(target: Target, what: str, *, wire: str = "OpenAI") -> Iterator[None]:
     """Turn any surprise in the shape of a vendor body into one UPSTREAM_PROTOCOL_ERROR."""
     try:
         yield
@@ -246,7 +252,7 @@ def protocol_errors(target: Target, what: str) -> Iterator[None]:
             grpc.StatusCode.UNAVAILABLE,
             Reason.UPSTREAM_PROTOCOL_ERROR,
             f"{target.provider} deployment {target.deployment!r} sent {what} "
-            f"that is not valid OpenAI JSON ({type(exc).__name__})",
+            f"that is not valid {wire} JSON ({type(exc).__name__})",
             metadata={"provider": target.provider, "deployment": target.deployment},
         ) from exc
 
@@ -258,7 +264,7 @@ def json_object(body: bytes | str) -> Json:
     return data
 
 
-def chat_response(body: bytes, target: Target) -> pb.ChatResponse:
+def chat_response(body: bytes, target: Target, *, provider: str = PROVIDER) -> pb.ChatResponse:
     with protocol_errors(target, "a chat answer"):
         data = json_object(body)
         choice = data["choices"][0]
@@ -267,7 +273,7 @@ def chat_response(body: bytes, target: Target) -> pb.ChatResponse:
         return pb.ChatResponse(
             id=data.get("id") or "",
             model=data.get("model") or "",
-            provider=PROVIDER,
+            provider=provider,
             message=pb.Message(
                 role=pb.ROLE_ASSISTANT,
                 content=[pb.ContentPart(text=text)] if text else [],
@@ -285,21 +291,25 @@ def _tool_call(call: Json) -> pb.ToolCall:
     )
 
 
-def complete_response(body: bytes, target: Target) -> pb.CompleteResponse:
+def complete_response(
+    body: bytes, target: Target, *, provider: str = PROVIDER
+) -> pb.CompleteResponse:
     with protocol_errors(target, "a completion"):
         data = json_object(body)
         choice = data["choices"][0]
         return pb.CompleteResponse(
             id=data.get("id") or "",
             model=data.get("model") or "",
-            provider=PROVIDER,
+            provider=provider,
             text=choice.get("text") or "",
             finish_reason=finish_reason(choice.get("finish_reason")),
             usage=usage(data.get("usage")),
         )
 
 
-def embed_response(body: bytes, target: Target, *, inputs: int) -> pb.EmbedResponse:
+def embed_response(
+    body: bytes, target: Target, *, inputs: int, provider: str = PROVIDER
+) -> pb.EmbedResponse:
     """Vectors in input order; exactly one per input, or the answer is refused."""
     with protocol_errors(target, "embeddings"):
         data = json_object(body)
@@ -308,7 +318,7 @@ def embed_response(body: bytes, target: Target, *, inputs: int) -> pb.EmbedRespo
             raise ValueError(f"expected one embedding for each of {inputs} inputs")
         return pb.EmbedResponse(
             model=data.get("model") or "",
-            provider=PROVIDER,
+            provider=provider,
             embeddings=[
                 pb.Embedding(index=int(item["index"]), values=_vector(item["embedding"]))
                 for item in items

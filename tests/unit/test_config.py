@@ -108,7 +108,7 @@ def test_load_config_missing_file() -> None:
 def test_example_config_loads_without_openai_key() -> None:
     config = load_config(Path(__file__).parents[2] / "examples" / "gateway.yaml")
     assert "mock" in config.models
-    assert set(config.providers) == {"local-mock", "openai"}
+    assert set(config.providers) == {"local-mock", "openai", "anthropic", "gemini", "mistral"}
 
 
 @pytest.mark.parametrize("providers", ["[a, b]", "x", "7"])

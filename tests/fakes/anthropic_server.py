@@ -16,33 +16,31 @@ tool_use blocks not answered by tool_result blocks in the very next turn (and th
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-Json = dict[str, Any]
+from tests.fakes.base import (
+    SSE_HEADERS,
+    HttpFault,
+    Json,
+    RecordedRequest,
+    VendorFake,
+    body_digest,
+    compact_json,
+    echo_arguments,
+    slices,
+    sse_event,
+    streamed_words,
+    text_digest,
+)
+
+__all__ = ["FakeAnthropic", "Fault", "RecordedRequest", "sse_frame"]
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]  # names lower-cased
-    body: Any
-
-
-@dataclass(frozen=True)
-class Fault:
+class Fault(HttpFault):
     """An HTTP error answer in Anthropic's envelope: {"type":"error","error":{type,message}}."""
-
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def error(
@@ -51,8 +49,7 @@ class Fault:
         envelope = {
             "type": "error",
             "error": {"type": type, "message": message},
-            "request_id": "req_011CfakeAnthropic"
-            + hashlib.sha256(message.encode()).hexdigest()[:8],
+            "request_id": "req_011CfakeAnthropic" + text_digest(message)[:8],
         }
         return cls(status, envelope, headers or {})
 
@@ -100,53 +97,31 @@ class Fault:
     def bad_request(cls, message: str) -> Fault:
         return cls.error(400, "invalid_request_error", message)
 
+    def response(self) -> web.Response:
+        # Every Anthropic answer, an error too, names its request in a request-id header.
+        headers = {"request-id": self.body["request_id"], **self.headers}
+        return web.json_response(self.body, status=self.status, headers=headers)
 
-class FakeAnthropic:
-    """A real HTTP server with knobs that tests turn to make it misbehave."""
+
+class FakeAnthropic(VendorFake):
+    """Anthropic's Messages API, with VendorFake's knobs; `error_after` sends `event: error`."""
 
     def __init__(self, *, api_key: str | None = None) -> None:
+        super().__init__()
         self.api_key = api_key  # when set, any other x-api-key is a 401
-        self.requests: list[RecordedRequest] = []
-        self.delay = 0.0  # seconds before answering anything
-        self.chunk_delay = 0.0  # seconds before each SSE event
-        self.cut_after: int | None = None  # drop the connection after this many events
-        self.end_after: int | None = None  # end the body cleanly after this many events
-        self.error_after: int | None = None  # send an `event: error` after this many events
         self.cache_read_tokens = 0  # reported as cache_read_input_tokens
         self.cache_creation_tokens = 0  # reported as cache_creation_input_tokens
-        self.client_disconnected = asyncio.Event()
-        self.streams_finished = 0
-        self._faults: deque[Fault] = deque()
-        self._runner: web.AppRunner | None = None
-        self._port = 0
 
-    def fail_next(self, fault: Fault, times: int = 1) -> None:
-        self._faults.extend([fault] * times)
+    def _add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/messages", self._handler(self._messages))
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+    def _refusal(self, sent: RecordedRequest) -> Fault | None:
+        return _refusal_of(sent.headers, sent.body, self.api_key)
 
-    async def __aenter__(self) -> FakeAnthropic:
-        app = web.Application()
-        app.router.add_post("/v1/messages", self._messages)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = self._runner.addresses[0][1]
-        return self
+    def _stream_error(self) -> bytes:
+        return sse_frame("error", Fault.overloaded().body)
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    # --- the one endpoint -----------------------------------------------------------------------
-
-    async def _messages(self, request: web.Request) -> web.StreamResponse:
-        body, early = await self._receive(request)
-        if early is not None:
-            return early
+    async def _messages(self, request: web.Request, body: Json) -> web.StreamResponse:
         text = _last_user_text(body)
         call = _forced_tool_use(body, text)
         stop_sequence = None
@@ -167,8 +142,7 @@ class FakeAnthropic:
             "output_tokens": output_tokens,
         }
         message = {
-            "id": "msg_01"
-            + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:22],
+            "id": "msg_01" + body_digest(body)[:22],
             "type": "message",
             "role": "assistant",
             "model": body["model"],
@@ -180,69 +154,12 @@ class FakeAnthropic:
         request_id = "req_011C" + message["id"][6:24]
         if not body.get("stream"):
             return web.json_response(message, headers={"request-id": request_id})
-        return await self._stream(request, _events(message), request_id)
-
-    # --- plumbing -------------------------------------------------------------------------------
-
-    async def _receive(self, request: web.Request) -> tuple[Any, web.StreamResponse | None]:
-        body = await request.json() if request.can_read_body else None
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        self.requests.append(RecordedRequest(request.method, request.path, headers, body))
-        if self.delay and await self._client_left_within(request, self.delay):
-            self.client_disconnected.set()
-            return body, web.Response(status=499)
-        fault = self._faults.popleft() if self._faults else _refusal(headers, body, self.api_key)
-        if fault is not None:
-            headers = {"request-id": fault.body["request_id"], **fault.headers}
-            return body, web.json_response(fault.body, status=fault.status, headers=headers)
-        return body, None
-
-    @staticmethod
-    async def _client_left_within(request: web.Request, seconds: float) -> bool:
-        """Wait, watching the connection: True as soon as the client hangs up."""
-        deadline = asyncio.get_running_loop().time() + seconds
-        while asyncio.get_running_loop().time() < deadline:
-            if request.transport is None or request.transport.is_closing():
-                return True
-            await asyncio.sleep(0.02)
-        return False
-
-    async def _stream(
-        self, request: web.Request, events: list[tuple[str, Json]], request_id: str
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream; charset=utf-8",
-                "Cache-Control": "no-cache",
-                "request-id": request_id,
-            }
-        )
-        await response.prepare(request)
-        try:
-            for sent, (name, payload) in enumerate(events):
-                if sent == self.cut_after:
-                    assert request.transport is not None
-                    request.transport.abort()  # no message_stop: the body is incomplete
-                    return response
-                if sent == self.end_after:
-                    break
-                if sent == self.error_after:
-                    name, payload = "error", Fault.overloaded().body
-                if self.chunk_delay:
-                    await asyncio.sleep(self.chunk_delay)
-                await response.write(sse_frame(name, payload))
-                if sent == self.error_after:
-                    break
-        except (ConnectionResetError, asyncio.CancelledError):
-            self.client_disconnected.set()
-            raise
-        await response.write_eof()
-        self.streams_finished += 1
-        return response
+        events = [sse_frame(name, payload) for name, payload in _events(message)]
+        return await self._stream(request, events, {**SSE_HEADERS, "request-id": request_id})
 
 
 def sse_frame(name: str, payload: Json) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+    return sse_event(compact_json(payload), event=name)
 
 
 def _events(message: Json) -> list[tuple[str, Json]]:
@@ -261,19 +178,13 @@ def _events(message: Json) -> list[tuple[str, Json]]:
     for index, block in enumerate(message["content"]):
         if block["type"] == "text":
             opening: Json = {"type": "text", "text": ""}
-            words = block["text"].split(" ")
-            deltas = [
-                {"type": "text_delta", "text": w if i == 0 else " " + w}
-                for i, w in enumerate(words)
-            ]
+            words = streamed_words(block["text"].split(" "))
+            deltas = [{"type": "text_delta", "text": word} for word in words]
         else:
             opening = {**block, "input": {}}
-            arguments = json.dumps(block["input"])
             # Anthropic opens a tool's input with an empty partial_json, then sends slices.
-            deltas = [{"type": "input_json_delta", "partial_json": ""}] + [
-                {"type": "input_json_delta", "partial_json": arguments[at : at + 8]}
-                for at in range(0, len(arguments), 8)
-            ]
+            pieces = ["", *slices(json.dumps(block["input"]))]
+            deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in pieces]
         events.append(
             (
                 "content_block_start",
@@ -305,7 +216,7 @@ def _events(message: Json) -> list[tuple[str, Json]]:
 # --- what the real API refuses -----------------------------------------------------------------
 
 
-def _refusal(headers: dict[str, str], body: Any, api_key: str | None) -> Fault | None:
+def _refusal_of(headers: dict[str, str], body: Any, api_key: str | None) -> Fault | None:
     # Keys go in x-api-key; newer official SDKs send them as a Bearer token, also accepted.
     bearer = headers.get("authorization", "").removeprefix("Bearer ")
     if api_key is not None and api_key not in (headers.get("x-api-key"), bearer):
@@ -400,6 +311,5 @@ def _forced_tool_use(body: Json, text: str) -> Json | None:
     if not tools or choice.get("type") not in ("any", "tool"):
         return None
     name = choice["name"] if choice["type"] == "tool" else tools[0]["name"]
-    arguments = {"text": text}
-    ident = "toolu_01" + hashlib.sha256(json.dumps(arguments).encode()).hexdigest()[:22]
-    return {"type": "tool_use", "id": ident, "name": name, "input": arguments}
+    ident = "toolu_01" + text_digest(echo_arguments(text))[:22]
+    return {"type": "tool_use", "id": ident, "name": name, "input": {"text": text}}

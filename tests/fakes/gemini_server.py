@@ -22,21 +22,18 @@ lost its signature.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import hashlib
 import json
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.openai_server import RecordedRequest, fake_vector
+from tests.fakes.base import HttpFault, Json, RecordedRequest, VendorFake, compact_json, sse_event
+from tests.fakes.gemini_answers import answer, merge, vector
 
-Json = dict[str, Any]
+__all__ = ["FakeGemini", "Fault", "RecordedRequest", "canonical_fields"]
 
 _REQUEST_FIELDS = {
     "": "contents systemInstruction tools toolConfig generationConfig safetySettings cachedContent",
@@ -66,19 +63,10 @@ _FREE_FORM = frozenset(
         "responseSchema",
     )
 )
-_RATINGS = [
-    {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True},
-    {"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"},
-]
 
 
-@dataclass(frozen=True)
-class Fault:
+class Fault(HttpFault):
     """An HTTP error answer, in Google's error envelope unless `body` says otherwise."""
-
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def error(
@@ -97,7 +85,7 @@ class Fault:
     @classmethod
     def rate_limited(cls, retry_delay: str = "7s", retry_after: str | None = None) -> Fault:
         metric = "generativelanguage.googleapis.com/generate_content_free_tier_requests"
-        details = [
+        details: list[Json] = [
             {
                 "@type": "type.googleapis.com/google.rpc.QuotaFailure",
                 "violations": [{"quotaMetric": metric, "quotaValue": "10"}],
@@ -114,7 +102,7 @@ class Fault:
     @classmethod
     def invalid_api_key(cls) -> Fault:
         message = "API key not valid. Please pass a valid API key."
-        details = [
+        details: list[Json] = [
             {
                 "@type": "type.googleapis.com/google.rpc.ErrorInfo",
                 "reason": "API_KEY_INVALID",
@@ -160,52 +148,38 @@ class Fault:
         return cls.error(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")
 
 
-class FakeGemini:
-    """A real HTTP server with knobs that tests turn to make it misbehave."""
+class FakeGemini(VendorFake):
+    """The Gemini API (v1beta), with VendorFake's knobs."""
 
     def __init__(self, *, api_key: str | None = None) -> None:
+        super().__init__()
         self.api_key = api_key  # when set, any other x-goog-api-key is refused
         self.require_thought_signatures = False
-        self.requests: list[RecordedRequest] = []
-        self.delay = 0.0  # seconds before answering anything
-        self.chunk_delay = 0.0  # seconds before each SSE event
-        self.cut_after: int | None = None  # drop the connection after this many events
-        self.end_after: int | None = None  # end the body cleanly after this many events
-        self.error_after: int | None = None  # send an in-stream error after this many events
-        self.client_disconnected = asyncio.Event()
-        self.streams_finished = 0
-        self._faults: deque[Fault] = deque()
-        self._runner: web.AppRunner | None = None
-        self._port = 0
 
-    def fail_next(self, fault: Fault, times: int = 1) -> None:
-        self._faults.extend([fault] * times)
+    def _add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1beta/models/{target}", self._handler(self._dispatch))
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+    def _recorded_path(self, request: web.Request) -> str:
+        return request.path_qs  # Gemini's method is in the query: ?alt=sse streams
 
-    async def __aenter__(self) -> FakeGemini:
-        app = web.Application()
-        app.router.add_post("/v1beta/models/{target}", self._dispatch)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = self._runner.addresses[0][1]
-        return self
+    def _refusal(self, sent: RecordedRequest) -> Fault | None:
+        key = sent.headers.get("x-goog-api-key")
+        if self.api_key is not None and key is None:
+            message = (
+                "Method doesn't allow unregistered callers (callers without established "
+                "identity). Please use API Key or other form of API consumer identity to call "
+                "this API."
+            )
+            return Fault.error(403, "PERMISSION_DENIED", message)
+        if self.api_key is not None and key != self.api_key:
+            return Fault.invalid_api_key()
+        return None
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    def _stream_error(self) -> bytes:
+        return sse_event(json.dumps(Fault.overloaded().body), eol="\r\n")
 
-    # --- handlers ------------------------------------------------------------------------------
-
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def _dispatch(self, request: web.Request, raw: Any) -> web.StreamResponse:
         model, _, method = request.match_info["target"].rpartition(":")
-        raw, early = await self._receive(request)
-        if early is not None:
-            return early
         body = canonical_fields(raw)
         if method in ("generateContent", "streamGenerateContent"):
             problem = _check_generate(body, self.require_thought_signatures)
@@ -217,73 +191,16 @@ class FakeGemini:
         if problem is None and streaming and request.query.get("alt") != "sse":
             problem = Fault.bad_request("this fake streams only with alt=sse")
         if problem is not None:
-            return _reply(problem)
+            return problem.response()
         if method == "generateContent":
-            chunks = _answer(body, model)
-            return web.json_response(_merge(chunks))
+            return web.json_response(merge(answer(body, model)))
         if method == "streamGenerateContent":
-            return await self._stream(request, _answer(body, model))
+            events = [sse_event(compact_json(chunk), eol="\r\n") for chunk in answer(body, model)]
+            return await self._stream(request, events, {"Content-Type": "text/event-stream"})
         requests = [body] if method == "embedContent" else body["requests"]
-        vectors = [{"values": _vector(item, i)} for i, item in enumerate(requests)]
-        answer = {"embedding": vectors[0]} if method == "embedContent" else {"embeddings": vectors}
-        return web.json_response(answer)
-
-    async def _receive(self, request: web.Request) -> tuple[Any, web.Response | None]:
-        body = await request.json() if request.can_read_body else None
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        self.requests.append(RecordedRequest(request.method, request.path_qs, headers, body))
-        if self.delay and await self._client_left_within(request, self.delay):
-            self.client_disconnected.set()
-            return body, web.Response(status=499)
-        if self._faults:
-            return body, _reply(self._faults.popleft())
-        key = headers.get("x-goog-api-key")
-        if self.api_key is not None and key is None:
-            message = (
-                "Method doesn't allow unregistered callers (callers without established "
-                "identity). Please use API Key or other form of API consumer identity to call "
-                "this API."
-            )
-            return body, _reply(Fault.error(403, "PERMISSION_DENIED", message))
-        if self.api_key is not None and key != self.api_key:
-            return body, _reply(Fault.invalid_api_key())
-        return body, None
-
-    @staticmethod
-    async def _client_left_within(request: web.Request, seconds: float) -> bool:
-        """Wait, watching the connection: True as soon as the client hangs up."""
-        deadline = asyncio.get_running_loop().time() + seconds
-        while asyncio.get_running_loop().time() < deadline:
-            if request.transport is None or request.transport.is_closing():
-                return True
-            await asyncio.sleep(0.02)
-        return False
-
-    async def _stream(self, request: web.Request, chunks: list[Json]) -> web.StreamResponse:
-        events = [json.dumps(chunk, separators=(",", ":")) for chunk in chunks]
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        try:
-            for sent, event in enumerate(events):
-                if sent == self.cut_after:
-                    assert request.transport is not None
-                    request.transport.abort()  # no final chunk: the body is incomplete
-                    return response
-                if sent == self.end_after:
-                    break
-                if sent == self.error_after:
-                    event = json.dumps(Fault.overloaded().body)
-                if self.chunk_delay:
-                    await asyncio.sleep(self.chunk_delay)
-                await response.write(f"data: {event}\r\n\r\n".encode())
-                if sent == self.error_after:
-                    break
-        except (ConnectionResetError, asyncio.CancelledError):
-            self.client_disconnected.set()
-            raise
-        await response.write_eof()
-        self.streams_finished += 1
-        return response
+        vectors = [{"values": vector(item, i)} for i, item in enumerate(requests)]
+        reply = {"embedding": vectors[0]} if method == "embedContent" else {"embeddings": vectors}
+        return web.json_response(reply)
 
 
 # --- checks, as the real API makes them ---------------------------------------------------------
@@ -408,102 +325,3 @@ def _check_embed(body: Any, method: str, model: str) -> Fault | None:
         if item.get("model", None if where else name) != name:
             return Fault.bad_request(f"* {where}.model: must be {name}, the model of the URL")
     return None
-
-
-# --- answers ------------------------------------------------------------------------------------
-
-
-def _prompt(body: Json) -> str:
-    """The text of the last user turn, or its last function response as compact JSON."""
-    parts = body["contents"][-1]["parts"]
-    texts = [part["text"] for part in parts if "text" in part]
-    if texts:
-        return " ".join(texts)
-    responses = [
-        part["functionResponse"]["response"] for part in parts if "functionResponse" in part
-    ]
-    return json.dumps(responses[-1], separators=(",", ":")) if responses else ""
-
-
-def _answer(body: Json, model: str) -> list[Json]:
-    """The stream of chunks that answers a generateContent request (unary merges them)."""
-    prompt = _prompt(body)
-    contents = [*body["contents"], body.get("systemInstruction") or {"parts": []}]
-    prompt_tokens = sum(len(p.get("text", "").split()) for c in contents for p in c["parts"])
-    head = {"modelVersion": model, "responseId": _ident(body)}
-    if "[blocked]" in prompt:
-        feedback = {"blockReason": "SAFETY", "safetyRatings": _RATINGS}
-        usage = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
-        return [{"promptFeedback": feedback, "usageMetadata": usage, **head}]
-    calling = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
-    if calling.get("mode") == "ANY" and body.get("tools"):
-        declared = body["tools"][0]["functionDeclarations"][0]["name"]
-        name = (calling.get("allowedFunctionNames") or [declared])[0]
-        signature = base64.b64encode(hashlib.sha256(prompt.encode()).digest()).decode()
-        call = {"functionCall": {"name": name, "args": {"text": prompt}}}
-        part = {**call, "thoughtSignature": signature}
-        return [_chunk(head, [part], "STOP", _usage(prompt_tokens, 5, thoughts=12))]
-    config = body.get("generationConfig") or {}
-    if config.get("responseMimeType") == "application/json":
-        text = json.dumps({"echo": prompt})
-    else:
-        text = "echo: " + prompt
-    words, finish = text.split(" "), "STOP"
-    if "maxOutputTokens" in config and len(words) > config["maxOutputTokens"]:
-        words, finish = words[: config["maxOutputTokens"]], "MAX_TOKENS"
-    pieces = [word if i == 0 else " " + word for i, word in enumerate(words)]
-    if "[unsafe]" in prompt:
-        pieces, finish = pieces[:1], "SAFETY"
-    running = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
-    chunks = [_chunk(head, [{"text": piece}], None, running) for piece in pieces]
-    last = _usage(prompt_tokens, len(pieces))
-    if finish == "SAFETY":
-        # The filtered candidate comes without content, with the ratings that stopped it.
-        stopped = {"finishReason": "SAFETY", "index": 0, "safetyRatings": _RATINGS}
-        return [*chunks, {"candidates": [stopped], "usageMetadata": last, **head}]
-    chunks[-1] = _chunk(head, [{"text": pieces[-1]}], finish, last)
-    return chunks
-
-
-def _chunk(head: Json, parts: list[Json], finish: str | None, usage: Json) -> Json:
-    candidate: Json = {"content": {"parts": parts, "role": "model"}, "index": 0}
-    if finish:
-        candidate["finishReason"] = finish
-    return {"candidates": [candidate], "usageMetadata": usage, **head}
-
-
-def _merge(chunks: list[Json]) -> Json:
-    """The unary answer: the stream's chunks as one (a filtered answer withholds its text)."""
-    answer = dict(chunks[-1])
-    candidate = (answer.get("candidates") or [{}])[0]
-    if len(chunks) > 1 and "content" in candidate:
-        text = "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks)
-        content = {"parts": [{"text": text}], "role": "model"}
-        answer["candidates"] = [{**candidate, "content": content}]
-    return answer
-
-
-def _usage(prompt: int, candidates: int, *, thoughts: int = 0) -> Json:
-    usage: Json = {
-        "promptTokenCount": prompt,
-        "candidatesTokenCount": candidates,
-        "totalTokenCount": prompt + candidates + thoughts,
-        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
-    }
-    if thoughts:
-        usage["thoughtsTokenCount"] = thoughts
-    return usage
-
-
-def _vector(item: Json, index: int) -> list[float]:
-    text = " ".join(part.get("text", "") for part in item["content"]["parts"])
-    return fake_vector(text, index, item.get("outputDimensionality", 8))
-
-
-def _ident(body: Any) -> str:
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest()
-    return base64.urlsafe_b64encode(digest).decode()[:23]
-
-
-def _reply(fault: Fault) -> web.Response:
-    return web.json_response(fault.body, status=fault.status, headers=fault.headers)

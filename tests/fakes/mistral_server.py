@@ -5,16 +5,15 @@
         fake.fail_next(MistralFault.rate_limited(retry_after=3))
         fake.requests[-1].body              # what the adapter sent
 
-The plumbing (recording, faults, delays, stream knobs) is FakeOpenAI's; the answers are
-Mistral's: usage on the last stream chunk without being asked, tool calls sent whole in one
-delta with nine-character ids, FIM completions for codestral models only, and Mistral's
-strictness: unknown fields are a 422 {"detail": [...]}, tool call ids that are not nine letters
-or digits a 400, as the real API answers.
+The plumbing (recording, faults, delays, stream knobs) is VendorFake's and the chat completions
+dialect FakeOpenAI's; the answers are Mistral's: usage on the last stream chunk without being
+asked, tool calls sent whole in one delta with nine-character ids, FIM completions for codestral
+models only, and Mistral's strictness: unknown fields are a 422 {"detail": [...]}, tool call ids
+that are not nine letters or digits a 400, as the real API answers.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -22,9 +21,18 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.openai_server import FakeOpenAI, Fault, _last_user_text, _limit, _text, fake_vector
-
-Json = dict[str, Any]
+from tests.fakes.base import (
+    HttpFault,
+    Json,
+    VendorFake,
+    body_digest,
+    echo_arguments,
+    fake_vector,
+    sse_event,
+    streamed_words,
+    text_digest,
+)
+from tests.fakes.openai_server import last_user_text, limit_words, message_text, openai_events
 
 _CHAT_FIELDS = {
     "model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed",
@@ -67,80 +75,70 @@ class MistralFault:
         }
 
     @classmethod
-    def rate_limited(cls, retry_after: int = 3) -> Fault:
+    def rate_limited(cls, retry_after: int = 3) -> HttpFault:
         body = cls.error(429, "Rate limit exceeded", type="rate_limited", code="1300")
-        return Fault(429, body, {"Retry-After": str(retry_after)})
+        return HttpFault(429, body, {"Retry-After": str(retry_after)})
 
     @staticmethod
-    def unauthorized() -> Fault:
+    def unauthorized() -> HttpFault:
         # The API gateway's own shape, before any Mistral service sees the request.
-        return Fault(401, {"message": "Unauthorized", "request_id": "5f1e0c9a2b7d4e31"})
+        return HttpFault(401, {"message": "Unauthorized", "request_id": "5f1e0c9a2b7d4e31"})
 
     @classmethod
-    def invalid_model(cls, model: str) -> Fault:
+    def invalid_model(cls, model: str) -> HttpFault:
         body = cls.error(400, f"Invalid model: {model}", type="invalid_model", code="1500")
-        return Fault(400, body)
+        return HttpFault(400, body)
 
     @classmethod
-    def bad_request(cls, message: str) -> Fault:
-        return Fault(400, cls.error(400, message, type="invalid_request_error"))
+    def bad_request(cls, message: str) -> HttpFault:
+        return HttpFault(400, cls.error(400, message, type="invalid_request_error"))
 
     @classmethod
-    def server_error(cls) -> Fault:
+    def server_error(cls) -> HttpFault:
         body = cls.error(500, "Internal server error", type="internal_server_error")
-        return Fault(500, body)
+        return HttpFault(500, body)
 
     @staticmethod
-    def unprocessable(*locations: str) -> Fault:
-        return Fault(422, {"detail": [_extra_forbidden(where) for where in locations]})
+    def unprocessable(*locations: str) -> HttpFault:
+        return HttpFault(422, {"detail": [_extra_forbidden(where) for where in locations]})
 
 
-class FakeMistral(FakeOpenAI):
-    """A real HTTP server speaking Mistral's API, with FakeOpenAI's knobs."""
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+class FakeMistral(VendorFake):
+    """Mistral's API, with VendorFake's knobs."""
 
     def _add_routes(self, app: web.Application) -> None:
-        app.router.add_post("/v1/chat/completions", self._mistral_chat)
-        app.router.add_post("/v1/fim/completions", self._fim)
-        app.router.add_post("/v1/embeddings", self._mistral_embed)
-        app.router.add_get("/v1/models", self._mistral_models)
+        app.router.add_post("/v1/chat/completions", self._handler(self._chat))
+        app.router.add_post("/v1/fim/completions", self._handler(self._fim))
+        app.router.add_post("/v1/embeddings", self._handler(self._embed))
+        app.router.add_get("/v1/models", self._handler(self._models))
 
-    def _stream_error_event(self) -> Json:
-        return MistralFault.error(500, "Internal server error", type="internal_server_error")
+    def _stream_error(self) -> bytes:
+        body = MistralFault.error(500, "Internal server error", type="internal_server_error")
+        return sse_event(json.dumps(body))
 
-    async def _mistral_chat(self, request: web.Request) -> web.StreamResponse:
-        body, early = await self._receive(request)
-        if early is not None:
-            return early
+    async def _chat(self, request: web.Request, body: Json) -> web.StreamResponse:
         if (refusal := _check_chat(body)) is not None:
-            return web.json_response(refusal.body, status=refusal.status)
+            return refusal.response()
         call = _forced_tool_call(body)
-        prompt_tokens = sum(len(_text(m.get("content")).split()) for m in body["messages"])
+        prompt_tokens = sum(len(message_text(m.get("content")).split()) for m in body["messages"])
         if call is not None:
             message: Json = {"role": "assistant", "content": "", "tool_calls": [call]}
             deltas: list[Json] = [{"tool_calls": [call]}]
             finish, output_tokens = "tool_calls", max(len(call["function"]["arguments"]) // 4, 1)
         else:
-            words, finish = _limit(("echo: " + _last_user_text(body)).split(" "), body)
+            words, finish = limit_words(("echo: " + last_user_text(body)).split(" "), body)
             message = {"role": "assistant", "content": " ".join(words), "tool_calls": None}
-            deltas = [{"content": word if i == 0 else " " + word} for i, word in enumerate(words)]
+            deltas = [{"content": word} for word in streamed_words(words)]
             output_tokens = len(words)
         usage = _usage(prompt_tokens, output_tokens)
         return await self._answer(request, body, "chat.completion", message, deltas, finish, usage)
 
-    async def _fim(self, request: web.Request) -> web.StreamResponse:
-        body, early = await self._receive(request)
-        if early is not None:
-            return early
+    async def _fim(self, request: web.Request, body: Json) -> web.StreamResponse:
         if (refusal := _check(body, _FIM_FIELDS)) is not None:
-            return web.json_response(refusal.body, status=refusal.status)
+            return refusal.response()
         if not str(body["model"]).startswith("codestral"):
-            refusal = MistralFault.invalid_model(body["model"])
-            return web.json_response(refusal.body, status=refusal.status)
-        words, finish = _limit(("echo: " + body["prompt"]).split(" "), body)
+            return MistralFault.invalid_model(body["model"]).response()
+        words, finish = limit_words(("echo: " + body["prompt"]).split(" "), body)
         message = {"role": "assistant", "content": " " + " ".join(words), "tool_calls": None}
         deltas = [{"content": " " + word} for word in words]
         usage = _usage(len(body["prompt"].split()), len(words))
@@ -156,7 +154,7 @@ class FakeMistral(FakeOpenAI):
         finish: str,
         usage: Json,
     ) -> web.StreamResponse:
-        head = {"id": _digest(body)[:32], "object": kind, "created": int(time.time())}
+        head = {"id": body_digest(body)[:32], "object": kind, "created": int(time.time())}
         head["model"] = body["model"]
         if not body.get("stream"):
             choice = {"index": 0, "message": message, "finish_reason": finish}
@@ -167,14 +165,11 @@ class FakeMistral(FakeOpenAI):
         chunks += [{**chunk_head, "choices": [_choice(d, None)]} for d in deltas[:-1]]
         # The last delta comes with the finish reason and the usage.
         last = {**chunk_head, "choices": [_choice(deltas[-1], finish)], "usage": usage}
-        return await self._stream(request, body, [*chunks, last], last, usage)
+        return await self._stream(request, openai_events([*chunks, last]))
 
-    async def _mistral_embed(self, request: web.Request) -> web.StreamResponse:
-        body, early = await self._receive(request)
-        if early is not None:
-            return early
+    async def _embed(self, request: web.Request, body: Json) -> web.StreamResponse:
         if (refusal := _check(body, _EMBED_FIELDS)) is not None:
-            return web.json_response(refusal.body, status=refusal.status)
+            return refusal.response()
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = []
         for index, text in enumerate(inputs):
@@ -185,7 +180,7 @@ class FakeMistral(FakeOpenAI):
         tokens = sum(len(text.split()) for text in inputs)
         return web.json_response(
             {
-                "id": "embd-" + _digest(body)[:32],
+                "id": "embd-" + body_digest(body)[:32],
                 "object": "list",
                 "data": data,
                 "model": body["model"],
@@ -193,10 +188,7 @@ class FakeMistral(FakeOpenAI):
             }
         )
 
-    async def _mistral_models(self, request: web.Request) -> web.StreamResponse:
-        _, early = await self._receive(request)
-        if early is not None:
-            return early
+    async def _models(self, request: web.Request, body: None) -> web.StreamResponse:
         names = ["mistral-small-latest", "codestral-latest", "mistral-embed"]
         models = [
             {"id": n, "object": "model", "created": 0, "owned_by": "mistralai"} for n in names
@@ -204,7 +196,7 @@ class FakeMistral(FakeOpenAI):
         return web.json_response({"object": "list", "data": models})
 
 
-def _check_chat(body: Json) -> Fault | None:
+def _check_chat(body: Json) -> HttpFault | None:
     if (refusal := _check(body, _CHAT_FIELDS)) is not None:
         return refusal
     extra = [
@@ -226,11 +218,11 @@ def _check_chat(body: Json) -> Fault | None:
         for ident in ids:
             if not _TOOL_CALL_ID.fullmatch(ident):
                 text = f"Tool call id was {ident} but must be a-z, A-Z, 0-9, with a length of 9."
-                return Fault(400, MistralFault.error(400, text, type="invalid_function_call"))
+                return HttpFault(400, MistralFault.error(400, text, type="invalid_function_call"))
     return None
 
 
-def _check(body: Json, allowed: set[str]) -> Fault | None:
+def _check(body: Json, allowed: set[str]) -> HttpFault | None:
     extra = sorted(set(body) - allowed)
     return MistralFault.unprocessable(*extra) if extra else None
 
@@ -245,8 +237,8 @@ def _forced_tool_call(body: Json) -> Json | None:
     if not tools or not (choice in ("any", "required") or isinstance(choice, dict)):
         return None
     name = choice["function"]["name"] if isinstance(choice, dict) else tools[0]["function"]["name"]
-    arguments = json.dumps({"text": _last_user_text(body)})
-    ident = hashlib.sha256(arguments.encode()).hexdigest()[:9]
+    arguments = echo_arguments(last_user_text(body))
+    ident = text_digest(arguments)[:9]
     return {"id": ident, "function": {"name": name, "arguments": arguments}, "index": 0}
 
 
@@ -260,7 +252,3 @@ def _usage(prompt: int, completion: int) -> Json:
 
 def _choice(delta: Json, finish: str | None) -> Json:
     return {"index": 0, "delta": delta, "finish_reason": finish}
-
-
-def _digest(body: Any) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -18,38 +18,46 @@ chunk (empty id and model).
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import hashlib
 import json
 import struct
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-Json = dict[str, Any]
+from tests.fakes.base import (
+    Handler,
+    HttpFault,
+    Json,
+    RecordedRequest,
+    VendorFake,
+    body_digest,
+    compact_json,
+    echo_arguments,
+    fake_vector,
+    read_json,
+    slices,
+    sse_event,
+    streamed_words,
+    text_digest,
+)
+
+__all__ = [
+    "FakeAzureOpenAI",
+    "FakeOpenAI",
+    "Fault",
+    "RecordedRequest",
+    "fake_vector",
+    "last_user_text",
+    "limit_words",
+    "message_text",
+    "openai_events",
+]
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]  # names lower-cased
-    body: Any
-    query: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Fault:
+class Fault(HttpFault):
     """An HTTP error answer, in OpenAI's error envelope unless `body` says otherwise."""
-
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def error(
@@ -141,66 +149,38 @@ class Fault:
         return cls(429, {"error": {"code": "429", "message": message}}, headers)
 
 
-class FakeOpenAI:
-    """A real HTTP server with knobs that tests turn to make it misbehave."""
-
-    def __init__(self) -> None:
-        self.requests: list[RecordedRequest] = []
-        self.delay = 0.0  # seconds before answering anything
-        self.chunk_delay = 0.0  # seconds before each SSE event
-        self.cut_after: int | None = None  # drop the connection after this many events
-        self.end_after: int | None = None  # end the body cleanly after this many events
-        self.error_after: int | None = None  # send an in-stream error after this many events
-        self.client_disconnected = asyncio.Event()
-        self.streams_finished = 0
-        self._faults: deque[Fault] = deque()
-        self._runner: web.AppRunner | None = None
-        self._port = 0
-
-    def fail_next(self, fault: Fault, times: int = 1) -> None:
-        self._faults.extend([fault] * times)
+class FakeOpenAI(VendorFake):
+    """OpenAI's REST API, and Azure OpenAI's at `azure_endpoint`, with VendorFake's knobs."""
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}/v1"
+        return f"{self.origin}/v1"
 
     @property
     def azure_endpoint(self) -> str:
         """The endpoint of a fake Azure OpenAI resource (its routes under /openai/)."""
-        return f"http://127.0.0.1:{self._port}"
-
-    async def __aenter__(self) -> FakeOpenAI:
-        app = web.Application()
-        self._add_routes(app)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = self._runner.addresses[0][1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return self.origin
 
     def _add_routes(self, app: web.Application) -> None:
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/completions", self._complete)
-        app.router.add_post("/v1/embeddings", self._embed)
-        app.router.add_get("/v1/models", self._models)
+        chat, complete = self._handler(self._chat), self._handler(self._complete)
+        embed = self._handler(self._embed)
+        app.router.add_post("/v1/chat/completions", chat)
+        app.router.add_post("/v1/completions", complete)
+        app.router.add_post("/v1/embeddings", embed)
+        app.router.add_get("/v1/models", self._handler(self._models))
         for base in ("/openai/deployments/{deployment}", "/openai/v1"):
-            app.router.add_post(base + "/chat/completions", self._azure(self._chat))
-            app.router.add_post(base + "/completions", self._azure(self._complete))
-            app.router.add_post(base + "/embeddings", self._azure(self._embed))
+            app.router.add_post(base + "/chat/completions", self._azure(chat))
+            app.router.add_post(base + "/completions", self._azure(complete))
+            app.router.add_post(base + "/embeddings", self._azure(embed))
+
+    def _stream_error(self) -> bytes:
+        return sse_event(json.dumps(Fault.server_error().body))
 
     # --- handlers ------------------------------------------------------------------------------
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body, early = await self._receive(request)
-        if early is not None:
-            return early
-        ident = _ident("chatcmpl-", body)
-        prompt_tokens = sum(len(_text(m.get("content")).split()) for m in body["messages"])
+    async def _chat(self, request: web.Request, body: Json) -> web.StreamResponse:
+        ident = "chatcmpl-" + body_digest(body)[:24]
+        prompt_tokens = sum(len(message_text(m.get("content")).split()) for m in body["messages"])
         call = _forced_tool_call(body)
         if call is not None:
             answer: Json = {"role": "assistant", "content": None, "tool_calls": [call]}
@@ -210,10 +190,10 @@ class FakeOpenAI:
                 max(len(call["function"]["arguments"]) // 4, 1),
             )
         else:
-            words, finish = _limit(("echo: " + _last_user_text(body)).split(" "), body)
+            words, finish = limit_words(("echo: " + last_user_text(body)).split(" "), body)
             answer = {"role": "assistant", "content": " ".join(words), "refusal": None}
             pieces = [{"role": "assistant", "content": "", "refusal": None}] + [
-                {"content": word if i == 0 else " " + word} for i, word in enumerate(words)
+                {"content": word} for word in streamed_words(words)
             ]
             completion_tokens = len(words)
         usage = _usage(prompt_tokens, completion_tokens)
@@ -228,16 +208,13 @@ class FakeOpenAI:
         chunks = [{**chunk_head, "choices": [_delta_choice(delta, None)]} for delta in pieces] + [
             {**chunk_head, "choices": [_delta_choice({}, finish)]}
         ]
-        return await self._stream(request, body, chunks, {**chunk_head, "choices": []}, usage)
+        return await self._chunks(request, body, chunks, {**chunk_head, "choices": []}, usage)
 
-    async def _complete(self, request: web.Request) -> web.StreamResponse:
-        body, early = await self._receive(request)
-        if early is not None:
-            return early
-        words, finish = _limit(("echo: " + body["prompt"]).split(" "), body)
+    async def _complete(self, request: web.Request, body: Json) -> web.StreamResponse:
+        words, finish = limit_words(("echo: " + body["prompt"]).split(" "), body)
         usage = _usage(len(body["prompt"].split()), len(words))
         head = {
-            "id": _ident("cmpl-", body),
+            "id": "cmpl-" + body_digest(body)[:24],
             "object": "text_completion",
             "created": int(time.time()),
             "model": _model(body, request),
@@ -249,12 +226,9 @@ class FakeOpenAI:
         chunks = [{**head, "choices": [_text_choice(" " + word, None)]} for word in words] + [
             {**head, "choices": [_text_choice("", finish)]}
         ]
-        return await self._stream(request, body, chunks, {**head, "choices": []}, usage)
+        return await self._chunks(request, body, chunks, {**head, "choices": []}, usage)
 
-    async def _embed(self, request: web.Request) -> web.StreamResponse:
-        body, early = await self._receive(request)
-        if early is not None:
-            return early
+    async def _embed(self, request: web.Request, body: Json) -> web.StreamResponse:
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = []
         for index, text in enumerate(inputs):
@@ -274,60 +248,25 @@ class FakeOpenAI:
             }
         )
 
+    async def _models(self, request: web.Request, body: None) -> web.StreamResponse:
+        names = ["gpt-4o-mini", "gpt-3.5-turbo-instruct", "text-embedding-3-small"]
+        models = [{"id": n, "object": "model", "created": 0, "owned_by": "openai"} for n in names]
+        return web.json_response({"object": "list", "data": models})
+
     def _azure(self, handler: Handler) -> Handler:
         """An Azure route: the same answers, after Azure's checks of version and credentials."""
 
         async def azure(request: web.Request) -> web.StreamResponse:
             request[AZURE] = True
-            deployments = "deployment" in request.match_info
-            if deployments and "api-version" not in request.query:
-                self._record(request, await request.json() if request.can_read_body else None)
-                body = {"error": {"code": "404", "message": "Resource not found"}}
-                return web.json_response(body, status=404)
-            if not {"api-key", "authorization"} & {h.lower() for h in request.headers}:
-                self._record(request, await request.json() if request.can_read_body else None)
-                return web.json_response({"error": AZURE_ACCESS_DENIED}, status=401)
-            return await handler(request)
+            refusal = _azure_refusal(request)
+            if refusal is None:
+                return await handler(request)
+            self._record(request, await read_json(request))
+            return refusal.response()
 
         return azure
 
-    async def _models(self, request: web.Request) -> web.StreamResponse:
-        _, early = await self._receive(request)
-        if early is not None:
-            return early
-        names = ["gpt-4o-mini", "gpt-3.5-turbo-instruct", "text-embedding-3-small"]
-        models = [{"id": n, "object": "model", "created": 0, "owned_by": "openai"} for n in names]
-        return web.json_response({"object": "list", "data": models})
-
-    # --- plumbing ------------------------------------------------------------------------------
-
-    def _record(self, request: web.Request, body: Any) -> None:
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        query = dict(request.query)
-        self.requests.append(RecordedRequest(request.method, request.path, headers, body, query))
-
-    async def _receive(self, request: web.Request) -> tuple[Any, web.Response | None]:
-        body = await request.json() if request.can_read_body else None
-        self._record(request, body)
-        if self.delay and await self._client_left_within(request, self.delay):
-            self.client_disconnected.set()
-            return body, web.Response(status=499)
-        if self._faults:
-            fault = self._faults.popleft()
-            return body, web.json_response(fault.body, status=fault.status, headers=fault.headers)
-        return body, None
-
-    @staticmethod
-    async def _client_left_within(request: web.Request, seconds: float) -> bool:
-        """Wait, watching the connection: True as soon as the client hangs up."""
-        deadline = asyncio.get_running_loop().time() + seconds
-        while asyncio.get_running_loop().time() < deadline:
-            if request.transport is None or request.transport.is_closing():
-                return True
-            await asyncio.sleep(0.02)
-        return False
-
-    async def _stream(
+    async def _chunks(
         self, request: web.Request, body: Json, chunks: list[Json], last: Json, usage: Json
     ) -> web.StreamResponse:
         if (body.get("stream_options") or {}).get("include_usage"):
@@ -336,40 +275,7 @@ class FakeOpenAI:
         if request.get(AZURE):
             # Azure first reports how its filters judged the prompt, in a chunk of its own.
             chunks = [AZURE_FIRST_CHUNK, *chunks]
-        events = [json.dumps(chunk, separators=(",", ":")) for chunk in chunks] + ["[DONE]"]
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream; charset=utf-8",
-                "Cache-Control": "no-cache",
-            }
-        )
-        await response.prepare(request)
-        try:
-            for sent, event in enumerate(events):
-                if sent == self.cut_after:
-                    assert request.transport is not None
-                    request.transport.abort()  # no final chunk: the body is incomplete
-                    return response
-                if sent == self.end_after:
-                    break
-                if sent == self.error_after:
-                    event = json.dumps(self._stream_error_event())
-                if self.chunk_delay:
-                    await asyncio.sleep(self.chunk_delay)
-                await response.write(f"data: {event}\n\n".encode())
-                if sent == self.error_after:
-                    break
-        except (ConnectionResetError, asyncio.CancelledError):
-            self.client_disconnected.set()
-            raise
-        await response.write_eof()
-        self.streams_finished += 1
-        return response
-
-    def _stream_error_event(self) -> Json:
-        """What `error_after` sends in place of the next event."""
-        body: Json = Fault.server_error().body
-        return body
+        return await self._stream(request, openai_events(chunks))
 
 
 class FakeAzureOpenAI(FakeOpenAI):
@@ -380,7 +286,6 @@ class FakeAzureOpenAI(FakeOpenAI):
         return self.azure_endpoint
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AZURE = web.RequestKey("azure", bool)  # set on requests that came in on an Azure route
 
 AZURE_FILTER_MESSAGE = (
@@ -409,9 +314,38 @@ AZURE_FIRST_CHUNK = {
 }
 
 
-def fake_vector(text: str, index: int, dimensions: int) -> list[float]:
-    """Multiples of 1/8 in [-1, 1]: exact in float32, so tests can compare with ==."""
-    return [((len(text) * (j + 1) + index) % 17 - 8) / 8 for j in range(dimensions)]
+def _azure_refusal(request: web.Request) -> HttpFault | None:
+    if "deployment" in request.match_info and "api-version" not in request.query:
+        return HttpFault(404, {"error": {"code": "404", "message": "Resource not found"}})
+    if not {"api-key", "authorization"} & {h.lower() for h in request.headers}:
+        return HttpFault(401, {"error": AZURE_ACCESS_DENIED})
+    return None
+
+
+# --- the chat completions dialect, which FakeMistral speaks too ---------------------------------
+
+
+def openai_events(chunks: list[Json]) -> list[bytes]:
+    """A stream's chunks as SSE events, and the `[DONE]` that ends it."""
+    return [sse_event(compact_json(chunk)) for chunk in chunks] + [sse_event("[DONE]")]
+
+
+def message_text(content: Any) -> str:
+    if isinstance(content, list):
+        return " ".join(p.get("text", "[image]") for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def last_user_text(body: Json) -> str:
+    users = [m for m in body["messages"] if m.get("role") == "user"]
+    return message_text(users[-1].get("content")) if users else ""
+
+
+def limit_words(words: list[str], body: Json) -> tuple[list[str], str]:
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if limit and len(words) > limit:
+        return words[:limit], "length"
+    return words, "stop"
 
 
 def _model(body: Json, request: web.Request) -> str:
@@ -419,36 +353,13 @@ def _model(body: Json, request: web.Request) -> str:
     return str(body.get("model") or request.match_info.get("deployment", ""))
 
 
-def _ident(prefix: str, body: Any) -> str:
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    return prefix + digest[:24]
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, list):
-        return " ".join(p.get("text", "[image]") for p in content if isinstance(p, dict))
-    return content or ""
-
-
-def _last_user_text(body: Json) -> str:
-    users = [m for m in body["messages"] if m.get("role") == "user"]
-    return _text(users[-1].get("content")) if users else ""
-
-
-def _limit(words: list[str], body: Json) -> tuple[list[str], str]:
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    if limit and len(words) > limit:
-        return words[:limit], "length"
-    return words, "stop"
-
-
 def _forced_tool_call(body: Json) -> Json | None:
     tools, choice = body.get("tools"), body.get("tool_choice")
     if not tools or not (choice == "required" or isinstance(choice, dict)):
         return None
     name = choice["function"]["name"] if isinstance(choice, dict) else tools[0]["function"]["name"]
-    arguments = json.dumps({"text": _last_user_text(body)})
-    call_id = "call_" + hashlib.sha256(arguments.encode()).hexdigest()[:24]
+    arguments = echo_arguments(last_user_text(body))
+    call_id = "call_" + text_digest(arguments)[:24]
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
@@ -460,11 +371,9 @@ def _tool_call_pieces(call: Json) -> list[Json]:
         "type": "function",
         "function": {"name": call["function"]["name"], "arguments": ""},
     }
-    arguments = call["function"]["arguments"]
     pieces = [{"role": "assistant", "content": None, "tool_calls": [first]}]
-    for start in range(0, len(arguments), 8):
-        piece = {"index": 0, "function": {"arguments": arguments[start : start + 8]}}
-        pieces.append({"tool_calls": [piece]})
+    for piece in slices(call["function"]["arguments"]):
+        pieces.append({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
     return pieces
 
 

@@ -21,6 +21,7 @@ from tests.golden import assert_golden, load_json
 from unigate.gateway.errors import GatewayError, Reason
 from unigate.gateway.providers import anthropic_translate as tr
 from unigate.gateway.providers.anthropic import AnthropicSettings, ChatStreamTranslator
+from unigate.gateway.providers.common import MAX_VENDOR_MESSAGE
 from unigate.gateway.providers.sse import iter_sse
 from unigate.gateway.providers.transport import Target
 from unigate.v1 import inference_pb2 as pb
@@ -517,7 +518,7 @@ def test_retry_after_is_kept_for_rate_limits_only() -> None:
 
 def test_long_message_is_cut_after_redaction() -> None:
     secret = TARGET.secrets[0]
-    message = "x" * (tr.MAX_VENDOR_MESSAGE - 10) + secret + "y" * 1000
+    message = "x" * (MAX_VENDOR_MESSAGE - 10) + secret + "y" * 1000
     error = tr.upstream_error(400, {}, envelope("invalid_request_error", message), TARGET)
     assert secret[:8] not in error.message
     assert error.message.endswith("[REDACTED…")
@@ -527,3 +528,17 @@ def test_error_body_of_another_shape_is_kept_as_text() -> None:
     error = tr.upstream_error(400, {}, b'{"message": "bad thing"}', TARGET)
     assert "bad thing" in error.message
     assert "vendor_code" not in error.metadata
+
+
+def test_tool_choice_is_sent_only_with_tools() -> None:
+    request = pb.ChatRequest(
+        model="claude",
+        messages=[pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text="hi")])],
+        tool_choice=pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_NONE),
+        parallel_tool_calls=False,
+    )
+    body = tr.chat_request_body(request, "claude-haiku-4-5", default_max_tokens=64)
+    assert "tool_choice" not in body
+    request.tools.add(name="lookup")
+    body = tr.chat_request_body(request, "claude-haiku-4-5", default_max_tokens=64)
+    assert body["tool_choice"] == {"type": "none"}

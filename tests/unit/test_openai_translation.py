@@ -22,6 +22,7 @@ from tests.fakes import body_reader
 from tests.golden import UPDATE_ENV, assert_golden, load_json
 from unigate.gateway.errors import GatewayError, Reason
 from unigate.gateway.providers import openai_translate as tr
+from unigate.gateway.providers.common import MAX_VENDOR_MESSAGE
 from unigate.gateway.providers.openai import (
     ChatStreamTranslator,
     CompleteStreamTranslator,
@@ -317,11 +318,11 @@ def test_vllm_flat_error_body() -> None:
 def test_long_message_is_cut_after_redaction() -> None:
     secret = TARGET.secrets[0]
     # The secret straddles the cut: cutting first would keep a head too short to redact.
-    text = "x" * (tr.MAX_VENDOR_MESSAGE - 10) + secret + "y" * 1000
+    text = "x" * (MAX_VENDOR_MESSAGE - 10) + secret + "y" * 1000
     error = tr.upstream_error(400, {}, orjson.dumps({"error": {"message": text}}), TARGET)
     assert secret[:8] not in error.message
     assert error.message.endswith("[REDACTED…")
-    assert len(error.message) < tr.MAX_VENDOR_MESSAGE + 100
+    assert len(error.message) < MAX_VENDOR_MESSAGE + 100
 
 
 # --- the golden helper itself -----------------------------------------------------------------

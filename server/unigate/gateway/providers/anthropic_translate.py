@@ -12,32 +12,40 @@ as given: a model that no longer takes them says so in a 400 the caller sees.
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
 import orjson
-from google.protobuf import json_format, struct_pb2
 
 from unigate.gateway.errors import (
     FieldViolation,
     GatewayError,
     Reason,
-    from_http_status,
     invalid_argument,
     parse_retry_after,
-    redact,
+)
+from unigate.gateway.providers.common import (
+    Json,
+    assistant_message,
+    base64_text,
+    data_url,
+    finish_reason_of,
+    header_value,
+    http_error,
+    json_object,
+    json_or_none,
+    mid_stream_error,
+    protocol_errors,
+    struct_to_dict,
+    vendor_message,
+    with_vendor_code,
 )
 from unigate.gateway.providers.transport import Target
 from unigate.v1 import inference_pb2 as pb
 
 PROVIDER = "anthropic"
-MAX_VENDOR_MESSAGE = 500
-
-Json = dict[str, Any]
+WIRE = "Anthropic"
 
 _TOOL_CHOICE_MODES = {
     pb.TOOL_CHOICE_MODE_AUTO: "auto",
@@ -91,8 +99,9 @@ def chat_request_body(
         body["stop_sequences"] = list(sampling.stop_sequences)
     if request.tools:
         body["tools"] = [_tool(tool) for tool in request.tools]
-    if (choice := _tool_choice(request)) is not None:
-        body["tool_choice"] = choice
+        # Anthropic refuses tool_choice without tools, so it goes only with them.
+        if (choice := _tool_choice(request)) is not None:
+            body["tool_choice"] = choice
     if request.response_format.type == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
         schema = struct_to_dict(request.response_format.json_schema.schema)
         body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
@@ -195,24 +204,13 @@ def _content_blocks(parts: Sequence[pb.ContentPart], where: str) -> list[Json]:
 
 def _image(image: pb.Image, where: str) -> Json:
     if image.WhichOneof("source") == "data":
-        data = base64.b64encode(image.data).decode("ascii")
-        source: Json = {"type": "base64", "media_type": image.mime_type, "data": data}
+        media_type, data = image.mime_type, base64_text(image.data)
     elif image.url.startswith("data:"):
-        source = _data_url(image.url, where)
+        # Anthropic's url source fetches http(s) only: a data: URL goes as a base64 source.
+        media_type, data = data_url(image.url, where, require_data=True)
     else:
-        source = {"type": "url", "url": image.url}
-    return {"type": "image", "source": source}
-
-
-def _data_url(url: str, where: str) -> Json:
-    """A data: URL as a base64 source: Anthropic's url source fetches http(s) only."""
-    header, comma, data = url[len("data:") :].partition(",")
-    media_type, _, encoding = header.partition(";")
-    if not comma or encoding != "base64" or not media_type or not data:
-        raise invalid_argument(
-            [FieldViolation(f"{where}.url", "a data: URL must be data:<mime type>;base64,<data>")]
-        )
-    return {"type": "base64", "media_type": media_type, "data": data}
+        return {"type": "image", "source": {"type": "url", "url": image.url}}
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
 
 def _tool_use(call: pb.ToolCall, where: str) -> Json:
@@ -261,50 +259,11 @@ def _tool_choice(request: pb.ChatRequest) -> Json | None:
     return choice
 
 
-def struct_to_dict(struct: struct_pb2.Struct) -> Json:
-    """A Struct as plain JSON, with whole numbers back as ints (Struct keeps only doubles)."""
-    value = _whole_numbers(json_format.MessageToDict(struct))
-    assert isinstance(value, dict)
-    return value
-
-
-def _whole_numbers(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _whole_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers(item) for item in value]
-    return value
-
-
 # --- responses --------------------------------------------------------------------------------
 
 
-@contextmanager
-def protocol_errors(target: Target, what: str) -> Iterator[None]:
-    """Turn any surprise in the shape of a vendor body into one UPSTREAM_PROTOCOL_ERROR."""
-    try:
-        yield
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise GatewayError(
-            grpc.StatusCode.UNAVAILABLE,
-            Reason.UPSTREAM_PROTOCOL_ERROR,
-            f"{target.provider} deployment {target.deployment!r} sent {what} "
-            f"that is not valid Anthropic JSON ({type(exc).__name__})",
-            metadata={"provider": target.provider, "deployment": target.deployment},
-        ) from exc
-
-
-def json_object(body: bytes | str) -> Json:
-    data = orjson.loads(body)
-    if not isinstance(data, dict):
-        raise TypeError("expected a JSON object")
-    return data
-
-
 def chat_response(body: bytes, target: Target) -> pb.ChatResponse:
-    with protocol_errors(target, "a chat answer"):
+    with protocol_errors(target, "a chat answer", wire=WIRE):
         data = json_object(body)
         blocks = data["content"]
         text = "".join(block["text"] for block in blocks if block["type"] == "text")
@@ -313,11 +272,7 @@ def chat_response(body: bytes, target: Target) -> pb.ChatResponse:
             id=data.get("id") or "",
             model=data.get("model") or "",
             provider=PROVIDER,
-            message=pb.Message(
-                role=pb.ROLE_ASSISTANT,
-                content=[pb.ContentPart(text=text)] if text else [],
-                tool_calls=calls,
-            ),
+            message=assistant_message(text, calls),
             finish_reason=finish_reason(data.get("stop_reason")),
             usage=usage(data.get("usage")),
         )
@@ -334,10 +289,7 @@ def tool_call(block: Json) -> pb.ToolCall:
 
 
 def finish_reason(reason: str | None) -> pb.FinishReason:
-    if not reason:
-        return pb.FINISH_REASON_UNSPECIFIED
-    # A stop reason newer than this adapter still means the model stopped.
-    return _FINISH_REASONS.get(reason, pb.FINISH_REASON_STOP)
+    return finish_reason_of(reason, _FINISH_REASONS)
 
 
 def usage(raw: Any) -> pb.Usage | None:
@@ -365,44 +317,20 @@ def upstream_error(
 ) -> GatewayError:
     """An HTTP error answer as a GatewayError, in the vendor's own (redacted) words."""
     message, kind = _vendor_error(body, target)
-    lowered = {name.lower(): value for name, value in headers.items()}
-    error = from_http_status(
-        status,
-        message,
-        provider=target.provider,
-        deployment=target.deployment,
-        retry_after=parse_retry_after(lowered.get("retry-after")),
-        secrets=target.secrets,
-    )
-    return _with_vendor_code(error, kind)
+    retry_after = parse_retry_after(header_value(headers, "retry-after"))
+    return with_vendor_code(http_error(status, message, target, retry_after=retry_after), kind)
 
 
 def stream_error(payload: Json, target: Target) -> GatewayError:
     """An `event: error` payload sent after the 200 status line."""
     message, kind = _vendor_error(orjson.dumps(payload), target)
     status = _ERROR_STATUS.get(kind or "", 500)
-    error = from_http_status(
-        status,
-        message,
-        provider=target.provider,
-        deployment=target.deployment,
-        secrets=target.secrets,
-    )
-    # The HTTP status was 200; the one the error type stands for only picked the gRPC code.
-    error = replace(
-        error,
-        message=error.message.replace(f"answered {status}", "failed mid-stream", 1),
-        metadata={k: v for k, v in error.metadata.items() if k != "http_status"},
-    )
-    return _with_vendor_code(error, kind)
+    return with_vendor_code(mid_stream_error(status, message, target), kind)
 
 
 def _vendor_error(body: bytes, target: Target) -> tuple[str, str | None]:
     """The message and type of {"type":"error","error":{"type","message"}} (or raw text)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        data = None
+    data = json_or_none(body)
     message, kind = "", None
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
         error = data["error"]
@@ -412,14 +340,4 @@ def _vendor_error(body: bytes, target: Target) -> tuple[str, str | None]:
         message = orjson.dumps(data).decode()
     else:
         message = body.decode("utf-8", "replace")
-    # Redact before cutting, so no secret is cut in two and half of it kept.
-    message = " ".join(redact(message, target.secrets).split())
-    if len(message) > MAX_VENDOR_MESSAGE:
-        message = message[: MAX_VENDOR_MESSAGE - 1] + "…"
-    return message, kind
-
-
-def _with_vendor_code(error: GatewayError, kind: str | None) -> GatewayError:
-    if not kind:
-        return error
-    return replace(error, metadata={**error.metadata, "vendor_code": kind})
+    return vendor_message(message, target), kind

@@ -19,12 +19,17 @@ from urllib.parse import quote, urlencode
 
 from pydantic import Field, field_validator, model_validator
 
-from unigate.gateway.providers.base import ProviderKind, UpstreamCall
+from unigate.gateway.providers.base import (
+    HttpProviderSettings,
+    ProviderKind,
+    UpstreamCall,
+    clean_secret,
+)
 from unigate.gateway.providers.openai import (
+    EmbeddingEncoding,
+    MaxTokensField,
     OpenAIProvider,
     OpenAISettings,
-    OpenAIStyleSettings,
-    clean_secret,
 )
 from unigate.gateway.providers.transport import HttpTransport
 
@@ -32,7 +37,7 @@ from unigate.gateway.providers.transport import HttpTransport
 DEFAULT_API_VERSION = "2024-10-21"
 
 
-class AzureOpenAISettings(OpenAIStyleSettings):
+class AzureOpenAISettings(HttpProviderSettings):
     """A provider block of kind "azure_openai"."""
 
     kind: Literal["azure_openai"]
@@ -44,8 +49,8 @@ class AzureOpenAISettings(OpenAIStyleSettings):
     # Deployments: the dated api-version (default DEFAULT_API_VERSION). v1: none is sent
     # unless set (e.g. "preview").
     api_version: str | None = None
-    embedding_encoding: Literal["float", "base64"] = "float"
-    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    embedding_encoding: EmbeddingEncoding = "float"
+    max_tokens_field: MaxTokensField = "max_tokens"
     # api-versions before 2024-09-01-preview refuse stream_options.include_usage.
     stream_usage: bool = True
 
@@ -84,7 +89,7 @@ class AzureOpenAIProvider(OpenAIProvider):
         if settings.bearer_token:
             credentials["Authorization"] = f"Bearer {settings.bearer_token}"
         # The same wire format as OpenAI's: the OpenAI adapter, from the equivalent block.
-        # Credential headers are secrets there, kept out of every error message.
+        # Credential headers are secrets there (the bearer token too), kept out of every error.
         wire = OpenAISettings(
             kind="openai",
             base_url=settings.base_url,
@@ -93,8 +98,6 @@ class AzureOpenAIProvider(OpenAIProvider):
             max_tokens_field=settings.max_tokens_field,
         )
         super().__init__(name, wire, transport)
-        if settings.bearer_token:
-            self._secrets = (*self._secrets, settings.bearer_token)
         self._azure = settings
         self._stream_usage = settings.stream_usage
 

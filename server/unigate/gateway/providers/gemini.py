@@ -1,32 +1,43 @@
 """The Gemini adapter: Google's Generative Language API (v1beta), authenticated by API key.
 
-Body translation lives in gemini_translate; here are the settings, Google's error bodies, the
-stateful reading of SSE streams, and the thin calls into the shared HttpTransport. Gemini has no
+Body translation lives in gemini_translate, the HTTP calls in http_adapter; here are the
+settings, Google's error bodies, the URLs and the stateful reading of SSE streams. Gemini has no
 plain-text completion method, so Complete and StreamComplete are UNIMPLEMENTED.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import replace
+from functools import partial
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
 
 import grpc
-import orjson
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from unigate.gateway.errors import GatewayError, Reason, from_http_status, parse_retry_after, redact
+from unigate.gateway.errors import GatewayError, Reason, parse_retry_after
 from unigate.gateway.providers import gemini_translate as tr
-from unigate.gateway.providers.base import ProviderKind, ProviderSettings, UpstreamCall
-from unigate.gateway.providers.sse import iter_sse
+from unigate.gateway.providers.base import (
+    HttpProviderSettings,
+    ProviderKind,
+    UpstreamCall,
+    failed_stream,
+)
+from unigate.gateway.providers.common import (
+    header_value,
+    http_error,
+    json_object,
+    json_or_none,
+    protocol_errors,
+    vendor_message,
+)
+from unigate.gateway.providers.http_adapter import HttpAdapter, with_call_defaults
+from unigate.gateway.providers.sse import SseEvent
+from unigate.gateway.providers.streaming import SseTranslator
 from unigate.gateway.providers.transport import HttpTransport, Target
 from unigate.v1 import inference_pb2 as pb
 
-MAX_VENDOR_MESSAGE = 500
-# Header names whose values are credentials, kept out of every error message.
-_SECRET_HEADERS = frozenset({"x-goog-api-key", "authorization"})
 # google.rpc.Code names, for in-stream errors that carry no HTTP status.
 _STATUS_HTTP = {
     "INVALID_ARGUMENT": 400,
@@ -48,44 +59,14 @@ _KEY_REASONS = frozenset({"API_KEY_INVALID"})
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
 
-class GeminiSettings(ProviderSettings):
-    """A provider block of kind "gemini"."""
+class GeminiSettings(HttpProviderSettings):
+    """A provider block of kind "gemini"; its api_key is sent as x-goog-api-key."""
+
+    base_url_example = "https://host"
 
     kind: Literal["gemini"]
     base_url: str = "https://generativelanguage.googleapis.com"
     api_version: str = Field(default="v1beta", pattern=r"^v\d+(alpha|beta)?\d*$")
-    # Sent as x-goog-api-key; None sends none (a proxy in front may add its own credentials).
-    api_key: str | None = Field(default=None, repr=False)
-    headers: dict[str, str] = Field(default_factory=dict, repr=False)
-
-    @field_validator("base_url")
-    @classmethod
-    def _absolute_http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(
-                f"must be an absolute http(s) URL such as https://host (got {value!r})"
-            )
-        return value.rstrip("/")
-
-    @field_validator("api_key")
-    @classmethod
-    def _clean_key(cls, value: str | None) -> str | None:
-        # Secrets mounted from files often end in a newline; anything else is a typo.
-        if value is None:
-            return None
-        value = value.strip()
-        if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
-            raise ValueError("contains whitespace or control characters (the key is not shown)")
-        return value
-
-    @field_validator("headers")
-    @classmethod
-    def _header_values(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, text in value.items():
-            if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name + text):
-                raise ValueError(f"header {name!r} contains control characters")
-        return value
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -98,24 +79,13 @@ def upstream_error(
 
     The retry delay comes from Retry-After, else from the body's google.rpc.RetryInfo.
     """
-    lowered = {name.lower(): value for name, value in headers.items()}
-    retry_after = parse_retry_after(lowered.get("retry-after"))
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        data = None
+    retry_after = parse_retry_after(header_value(headers, "retry-after"))
+    data = json_or_none(body)
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
         return _google_error(status, error, target, retry_after=retry_after)
-    text = _cut(" ".join(redact(body.decode("utf-8", "replace"), target.secrets).split()))
-    return from_http_status(
-        status,
-        text,
-        provider=target.provider,
-        deployment=target.deployment,
-        retry_after=retry_after,
-        secrets=target.secrets,
-    )
+    text = vendor_message(body.decode("utf-8", "replace"), target)
+    return http_error(status, text, target, retry_after=retry_after)
 
 
 def stream_error(payload: Any, target: Target) -> GatewayError:
@@ -141,15 +111,8 @@ def _google_error(
     if retry_after is None:
         delays = (_duration(d.get("retryDelay")) for d in details if "retryDelay" in d)
         retry_after = next(delays, None)
-    message = _cut(" ".join(redact(str(error.get("message") or ""), target.secrets).split()))
-    gateway_error = from_http_status(
-        mapped,
-        message,
-        provider=target.provider,
-        deployment=target.deployment,
-        retry_after=retry_after,
-        secrets=target.secrets,
-    )
+    message = vendor_message(str(error.get("message") or ""), target)
+    gateway_error = http_error(mapped, message, target, retry_after=retry_after)
     metadata = dict(gateway_error.metadata)
     if error.get("status"):
         metadata["vendor_code"] = str(error["status"])
@@ -172,17 +135,10 @@ def _duration(value: Any) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def _cut(message: str) -> str:
-    # Callers redact before cutting, so no secret is cut in two and half of it kept.
-    if len(message) <= MAX_VENDOR_MESSAGE:
-        return message
-    return message[: MAX_VENDOR_MESSAGE - 1] + "…"
-
-
 # --- streams ----------------------------------------------------------------------------------
 
 
-class ChatStreamTranslator:
+class ChatStreamTranslator(SseTranslator[pb.StreamChatResponse]):
     """Reads the data payloads of one streamGenerateContent?alt=sse body into unigate messages.
 
     Each payload is a whole GenerateContentResponse; there is no [DONE]. The answer is finished
@@ -191,19 +147,20 @@ class ChatStreamTranslator:
     ends before that is UNAVAILABLE. Gemini sends each function call whole, in one part.
     """
 
+    message_type = pb.StreamChatResponse
+
     def __init__(self, target: Target, *, fallback_id: str = "") -> None:
-        self._target = target
-        self._id = fallback_id
-        self._model = ""
+        super().__init__(target, fallback_id=fallback_id, provider=tr.PROVIDER)
         self._started = False
         self._calls = 0
-        self._finish: pb.FinishReason | None = None
-        self._usage: pb.Usage | None = None
+
+    def read(self, event: SseEvent) -> list[pb.StreamChatResponse]:
+        return self.feed(event.data)
 
     def feed(self, data: str) -> list[pb.StreamChatResponse]:
         """Translate one SSE data payload."""
-        with tr.protocol_errors(self._target, "a stream chunk"):
-            chunk = tr.json_object(data)
+        with protocol_errors(self._target, "a stream chunk", wire=tr.WIRE):
+            chunk = json_object(data)
             if "error" in chunk:
                 raise stream_error(chunk["error"], self._target)
             if not self._started:
@@ -229,44 +186,21 @@ class ChatStreamTranslator:
             ]
             return [self._message(text=text, tool_calls=deltas)] if text or deltas else []
 
-    def end(self) -> list[pb.StreamChatResponse]:
-        """The body ended: complete only if the answer had finished."""
-        if self._finish is None:
-            target = self._target
-            raise GatewayError(
-                grpc.StatusCode.UNAVAILABLE,
-                Reason.UPSTREAM_UNAVAILABLE,
-                f"{target.provider} deployment {target.deployment!r}: "
-                "stream ended before the answer finished",
-                metadata={"provider": target.provider, "deployment": target.deployment},
-            )
-        return [self._message(finish_reason=self._finish, usage=self._usage)]
-
-    def _message(self, **fields: Any) -> pb.StreamChatResponse:
-        return pb.StreamChatResponse(id=self._id, model=self._model, provider=tr.PROVIDER, **fields)
-
 
 # --- the provider -----------------------------------------------------------------------------
 
 
-class GeminiProvider:
+class GeminiProvider(HttpAdapter):
     """One configured Gemini API upstream."""
 
     kind: ClassVar[str] = "gemini"
 
     def __init__(self, name: str, settings: GeminiSettings, transport: HttpTransport) -> None:
-        self.name = name
-        self._settings = settings
-        self._transport = transport
         headers: dict[str, str] = {}
         if settings.api_key:
             headers["x-goog-api-key"] = settings.api_key
-        headers.update(settings.headers)
-        self._headers = headers
-        secrets = {value for key, value in headers.items() if key.lower() in _SECRET_HEADERS}
-        if settings.api_key:
-            secrets.add(settings.api_key)
-        self._secrets = tuple(secrets)
+        super().__init__(name, transport, {**headers, **settings.headers}, api_key=settings.api_key)
+        self._settings = settings
 
     def capabilities(self) -> pb.Capabilities:
         return pb.Capabilities(
@@ -276,27 +210,24 @@ class GeminiProvider:
     async def chat(self, request: pb.ChatRequest, call: UpstreamCall) -> pb.ChatResponse:
         body = tr.chat_request_body(request)
         answer = await self._post(self._url(call.model, "generateContent"), body, call)
-        response = tr.chat_response(answer, self._target(call))
-        response.id = response.id or call.request_id
-        response.model = response.model or call.model
-        return response
+        return with_call_defaults(tr.chat_response(answer, self._target(call)), call)
 
     def stream_chat(
         self, request: pb.ChatRequest, call: UpstreamCall
     ) -> AsyncGenerator[pb.StreamChatResponse, None]:
+        url = self._url(call.model, "streamGenerateContent")
         translator = ChatStreamTranslator(self._target(call), fallback_id=call.request_id)
-        return self._stream(lambda: tr.chat_request_body(request), call, translator)
+        return self._stream(url, partial(tr.chat_request_body, request), call, translator)
 
     async def complete(
         self, request: pb.CompleteRequest, call: UpstreamCall
     ) -> pb.CompleteResponse:
         raise self._no_completion(call)
 
-    async def stream_complete(
+    def stream_complete(
         self, request: pb.CompleteRequest, call: UpstreamCall
     ) -> AsyncGenerator[pb.StreamCompleteResponse, None]:
-        raise self._no_completion(call)
-        yield  # a generator, so that the error comes from iterating, like every stream's
+        return failed_stream(self._no_completion(call))
 
     async def embed(self, request: pb.EmbedRequest, call: UpstreamCall) -> pb.EmbedResponse:
         method, body = tr.embed_request(request, call.model)
@@ -304,9 +235,6 @@ class GeminiProvider:
         response = tr.embed_response(answer, self._target(call), inputs=len(request.inputs))
         response.model = call.model
         return response
-
-    async def close(self) -> None:
-        """Nothing to release: the transport owns the sessions."""
 
     def _no_completion(self, call: UpstreamCall) -> GatewayError:
         return GatewayError(
@@ -320,54 +248,10 @@ class GeminiProvider:
     def _url(self, model: str, method: str) -> str:
         return self._settings.base_url + tr.request_path(model, method, self._settings.api_version)
 
-    def _target(self, call: UpstreamCall) -> Target:
-        return Target(provider=self.name, deployment=call.deployment, secrets=self._secrets)
-
-    def _request_headers(self, call: UpstreamCall, *, stream: bool = False) -> dict[str, str]:
-        headers = {**self._headers, "X-Request-Id": call.request_id, **call.extra_headers}
-        if stream:
-            headers["Accept"] = "text/event-stream"
-        return headers
-
-    async def _post(self, url: str, body: tr.Json, call: UpstreamCall) -> bytes:
-        target = self._target(call)
-        result = await self._transport.request(
-            "POST",
-            url,
-            target=target,
-            timeout=call.timeout,
-            headers=self._request_headers(call),
-            json=body,
-        )
-        if result.status >= 300:
-            raise upstream_error(result.status, result.headers, result.body, target)
-        return result.body
-
-    async def _stream(
-        self,
-        body: Callable[[], tr.Json],
-        call: UpstreamCall,
-        translator: ChatStreamTranslator,
-    ) -> AsyncGenerator[pb.StreamChatResponse, None]:
-        # One generator from request to last message, so that closing it (the caller went
-        # away) leaves transport.stream at once and the upstream connection is dropped.
-        # The body is built here, so that every error, a bad request too, comes from iterating.
-        target = self._target(call)
-        async with self._transport.stream(
-            self._url(call.model, "streamGenerateContent"),
-            target=target,
-            timeout=call.timeout,
-            headers=self._request_headers(call, stream=True),
-            json=body(),
-        ) as response:
-            if response.status >= 300:
-                answer = await response.read()
-                raise upstream_error(response.status, response.headers, answer, target)
-            async for event in iter_sse(response.content):
-                for message in translator.feed(event.data):
-                    yield message
-        for message in translator.end():
-            yield message
+    def _upstream_error(
+        self, status: int, headers: Mapping[str, str], body: bytes, target: Target
+    ) -> GatewayError:
+        return upstream_error(status, headers, body, target)
 
 
 KIND = ProviderKind(settings=GeminiSettings, factory=GeminiProvider)

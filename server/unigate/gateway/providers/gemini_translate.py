@@ -19,25 +19,31 @@ read into protos (error bodies are read in gemini.py). Decisions a caller can se
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import grpc
 import orjson
-from google.protobuf import json_format, struct_pb2
 
 from unigate.gateway.errors import FieldViolation, GatewayError, Reason, invalid_argument
+from unigate.gateway.providers.common import (
+    Json,
+    assistant_message,
+    base64_text,
+    data_url,
+    json_object,
+    json_or_none,
+    protocol_errors,
+    struct_to_dict,
+)
 from unigate.gateway.providers.transport import Target
 from unigate.v1 import inference_pb2 as pb
 
 PROVIDER = "gemini"
+WIRE = "Gemini"
 THOUGHT_SEPARATOR = "__thought__"
 _INT32 = range(-(2**31), 2**31)
-
-Json = dict[str, Any]
 
 _TOOL_CHOICE_MODES = {
     pb.TOOL_CHOICE_MODE_AUTO: "AUTO",
@@ -153,15 +159,10 @@ def _user_part(part: pb.ContentPart, where: str) -> Json:
         return {"text": part.text}
     image, at = part.image, f"{where}.image"
     if image.WhichOneof("source") == "data":
-        return {"inlineData": {"mimeType": image.mime_type, "data": _base64(image.data)}}
+        return {"inlineData": {"mimeType": image.mime_type, "data": base64_text(image.data)}}
     url = image.url
     if url.startswith("data:"):
-        header, comma, data = url[5:].partition(",")
-        mime, _, encoding = header.partition(";")
-        if not comma or encoding != "base64" or not mime:
-            raise invalid_argument(
-                [FieldViolation(f"{at}.url", "a data: URL must be data:<mime type>;base64,<data>")]
-            )
+        mime, data = data_url(url, at)
         return {"inlineData": {"mimeType": mime, "data": data}}
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -177,10 +178,6 @@ def _user_part(part: pb.ContentPart, where: str) -> Json:
 def _extension(path: str) -> str:
     name = path.rsplit("/", 1)[-1]
     return name[name.rfind(".") :].lower() if "." in name else ""
-
-
-def _base64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def _model_parts(message: pb.Message, index: int) -> list[Json]:
@@ -222,10 +219,7 @@ def _function_response(messages: Sequence[pb.Message], index: int) -> Json:
 
 
 def _json_object_or_none(text: str) -> Json | None:
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
+    value = json_or_none(text)
     return value if isinstance(value, dict) else None
 
 
@@ -276,46 +270,7 @@ def _generation_config(request: pb.ChatRequest) -> Json:
     return config
 
 
-def struct_to_dict(struct: struct_pb2.Struct) -> Json:
-    """A Struct as plain JSON, with whole numbers back as ints (Struct keeps only doubles)."""
-    value = _whole_numbers(json_format.MessageToDict(struct))
-    assert isinstance(value, dict)
-    return value
-
-
-def _whole_numbers(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _whole_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers(item) for item in value]
-    return value
-
-
 # --- responses --------------------------------------------------------------------------------
-
-
-@contextmanager
-def protocol_errors(target: Target, what: str) -> Iterator[None]:
-    """Turn any surprise in the shape of a vendor body into one UPSTREAM_PROTOCOL_ERROR."""
-    try:
-        yield
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise GatewayError(
-            grpc.StatusCode.UNAVAILABLE,
-            Reason.UPSTREAM_PROTOCOL_ERROR,
-            f"{target.provider} deployment {target.deployment!r} sent {what} "
-            f"that is not valid Gemini JSON ({type(exc).__name__})",
-            metadata={"provider": target.provider, "deployment": target.deployment},
-        ) from exc
-
-
-def json_object(body: bytes | str) -> Json:
-    data = orjson.loads(body)
-    if not isinstance(data, dict):
-        raise TypeError("expected a JSON object")
-    return data
 
 
 def tool_call_id(vendor_id: str | None, position: int, signature: str | None) -> str:
@@ -353,7 +308,7 @@ def answer_parts(candidate: Json, *, first_call: int = 0) -> tuple[str, list[pb.
 
 
 def chat_response(body: bytes, target: Target) -> pb.ChatResponse:
-    with protocol_errors(target, "a chat answer"):
+    with protocol_errors(target, "a chat answer", wire=WIRE):
         data = json_object(body)
         candidate = first_candidate(data)
         if candidate is None and not prompt_blocked(data):
@@ -368,11 +323,7 @@ def chat_response(body: bytes, target: Target) -> pb.ChatResponse:
             id=data.get("responseId") or "",
             model=data.get("modelVersion") or "",
             provider=PROVIDER,
-            message=pb.Message(
-                role=pb.ROLE_ASSISTANT,
-                content=[pb.ContentPart(text=text)] if text else [],
-                tool_calls=calls,
-            ),
+            message=assistant_message(text, calls),
             finish_reason=finish,
             usage=usage(data.get("usageMetadata")),
         )
@@ -383,7 +334,7 @@ def embed_response(body: bytes, target: Target, *, inputs: int) -> pb.EmbedRespo
 
     Gemini's embedding methods report no token counts for most models: usage is then zero.
     """
-    with protocol_errors(target, "embeddings"):
+    with protocol_errors(target, "embeddings", wire=WIRE):
         data = json_object(body)
         vectors = [data["embedding"]] if "embedding" in data else data["embeddings"]
         if len(vectors) != inputs:

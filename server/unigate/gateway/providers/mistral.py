@@ -18,22 +18,26 @@ from typing import ClassVar, Literal
 
 from unigate.gateway.errors import GatewayError
 from unigate.gateway.providers import mistral_translate as mt
-from unigate.gateway.providers.base import ProviderKind, UpstreamCall, every_capability
-from unigate.gateway.providers.openai import (
-    OpenAIProvider,
-    OpenAISettings,
-    OpenAIStyleSettings,
-    StreamMessage,
-    StreamTranslator,
+from unigate.gateway.providers.base import (
+    HttpProviderSettings,
+    ProviderKind,
+    UpstreamCall,
     capability_unsupported,
+    every_capability,
     failed_stream,
 )
+from unigate.gateway.providers.common import Json
+from unigate.gateway.providers.http_adapter import with_call_defaults
+from unigate.gateway.providers.openai import OpenAIProvider, OpenAISettings, StreamTranslator
+from unigate.gateway.providers.streaming import StreamMessage
 from unigate.gateway.providers.transport import HttpTransport, Target
 from unigate.v1 import inference_pb2 as pb
 
 
-class MistralSettings(OpenAIStyleSettings):
+class MistralSettings(HttpProviderSettings):
     """A provider block of kind "mistral"."""
+
+    base_url_example = "https://api.mistral.ai"
 
     kind: Literal["mistral"]
     # Without /v1: the adapter adds it (https://codestral.mistral.ai for Codestral's endpoint).
@@ -52,7 +56,7 @@ class MistralStreamTranslator(StreamTranslator[StreamMessage]):
 
     wire = mt.WIRE
 
-    def _error(self, chunk: mt.Json) -> GatewayError | None:
+    def _error(self, chunk: Json) -> GatewayError | None:
         return mt.stream_error(chunk, self._target) if mt.is_stream_error(chunk) else None
 
     def _finish_reason(self, reason: str) -> pb.FinishReason:
@@ -63,7 +67,7 @@ class MistralChatStreamTranslator(MistralStreamTranslator[pb.StreamChatResponse]
     message_type = pb.StreamChatResponse
     _calls = 0  # tool calls begun so far
 
-    def _deltas(self, choice: mt.Json) -> list[pb.StreamChatResponse]:
+    def _deltas(self, choice: Json) -> list[pb.StreamChatResponse]:
         delta = choice.get("delta") or {}
         pieces = []
         # Mistral sends each call whole (id, name, all its arguments) in one delta; a piece
@@ -87,7 +91,7 @@ class MistralChatStreamTranslator(MistralStreamTranslator[pb.StreamChatResponse]
 class MistralCompleteStreamTranslator(MistralStreamTranslator[pb.StreamCompleteResponse]):
     message_type = pb.StreamCompleteResponse
 
-    def _deltas(self, choice: mt.Json) -> list[pb.StreamCompleteResponse]:
+    def _deltas(self, choice: Json) -> list[pb.StreamCompleteResponse]:
         text = mt.content_text((choice.get("delta") or {}).get("content"))
         return [self._message(text=text)] if text else []
 
@@ -115,12 +119,8 @@ class MistralProvider(OpenAIProvider):
 
     async def chat(self, request: pb.ChatRequest, call: UpstreamCall) -> pb.ChatResponse:
         body = mt.chat_request_body(request, call.model, safe_prompt=self._mistral.safe_prompt)
-        response = mt.chat_response(
-            await self._post("/v1/chat/completions", body, call), self._target(call)
-        )
-        response.id = response.id or call.request_id
-        response.model = response.model or call.model
-        return response
+        answer = await self._post(self._url("/v1/chat/completions", call), body, call)
+        return with_call_defaults(mt.chat_response(answer, self._target(call)), call)
 
     def stream_chat(
         self, request: pb.ChatRequest, call: UpstreamCall
@@ -133,7 +133,7 @@ class MistralProvider(OpenAIProvider):
             safe_prompt=self._mistral.safe_prompt,
         )
         translator = self._translator(MistralChatStreamTranslator, call)
-        return self._stream("/v1/chat/completions", body, call, translator)
+        return self._stream(self._url("/v1/chat/completions", call), body, call, translator)
 
     async def complete(
         self, request: pb.CompleteRequest, call: UpstreamCall
@@ -141,11 +141,8 @@ class MistralProvider(OpenAIProvider):
         if not self._mistral.fim_completion:
             raise capability_unsupported(self.name, self.kind, "completion")
         body = mt.fim_request_body(request, call.model)
-        answer = await self._post("/v1/fim/completions", body, call)
-        response = mt.fim_response(answer, self._target(call))
-        response.id = response.id or call.request_id
-        response.model = response.model or call.model
-        return response
+        answer = await self._post(self._url("/v1/fim/completions", call), body, call)
+        return with_call_defaults(mt.fim_response(answer, self._target(call)), call)
 
     def stream_complete(
         self, request: pb.CompleteRequest, call: UpstreamCall
@@ -154,11 +151,11 @@ class MistralProvider(OpenAIProvider):
             return failed_stream(capability_unsupported(self.name, self.kind, "completion"))
         body = partial(mt.fim_request_body, request, call.model, stream=True)
         translator = self._translator(MistralCompleteStreamTranslator, call)
-        return self._stream("/v1/fim/completions", body, call, translator)
+        return self._stream(self._url("/v1/fim/completions", call), body, call, translator)
 
     async def embed(self, request: pb.EmbedRequest, call: UpstreamCall) -> pb.EmbedResponse:
         body = mt.embed_request_body(request, call.model, dtype=self._mistral.embedding_dtype)
-        answer = await self._post("/v1/embeddings", body, call)
+        answer = await self._post(self._url("/v1/embeddings", call), body, call)
         response = mt.embed_response(answer, self._target(call), inputs=len(request.inputs))
         response.model = response.model or call.model
         return response

@@ -30,13 +30,18 @@ import orjson
 
 from unigate.gateway.errors import FieldViolation, GatewayError, Reason, invalid_argument
 from unigate.gateway.providers import openai_translate as tr
+from unigate.gateway.providers.common import (
+    Json,
+    assistant_message,
+    finish_reason_of,
+    json_object,
+    protocol_errors,
+)
 from unigate.gateway.providers.transport import Target
 from unigate.v1 import inference_pb2 as pb
 
 PROVIDER = "mistral"
 WIRE = "Mistral"
-
-Json = tr.Json
 
 _TOOL_CALL_ID = re.compile(r"[A-Za-z0-9]{9}")
 _ID_ALPHABET = string.ascii_letters + string.digits
@@ -66,9 +71,7 @@ def chat_request_body(
 ) -> Json:
     """The /v1/chat/completions body."""
     body = _mistral_fields(tr.chat_request_body(request, model))
-    if not request.tools:
-        body.pop("tool_choice", None)
-    elif body.get("tool_choice") == "required":
+    if body.get("tool_choice") == "required":
         body["tool_choice"] = "any"
     names = {call.id: call.name for message in request.messages for call in message.tool_calls}
     body["messages"] = [_message(message, names) for message in body["messages"]]
@@ -135,28 +138,25 @@ def tool_call_id(raw: str) -> str:
 
 
 def chat_response(body: bytes, target: Target) -> pb.ChatResponse:
-    with tr.protocol_errors(target, "a chat answer", wire=WIRE):
-        data = tr.json_object(body)
+    with protocol_errors(target, "a chat answer", wire=WIRE):
+        data = json_object(body)
         choice = data["choices"][0]
         message = choice["message"]
         text = content_text(message.get("content"))
+        calls = [_tool_call(call) for call in message.get("tool_calls") or []]
         return pb.ChatResponse(
             id=data.get("id") or "",
             model=data.get("model") or "",
             provider=PROVIDER,
-            message=pb.Message(
-                role=pb.ROLE_ASSISTANT,
-                content=[pb.ContentPart(text=text)] if text else [],
-                tool_calls=[_tool_call(call) for call in message.get("tool_calls") or []],
-            ),
+            message=assistant_message(text, calls),
             finish_reason=finish_reason(choice.get("finish_reason"), target),
             usage=tr.usage(data.get("usage")),
         )
 
 
 def fim_response(body: bytes, target: Target) -> pb.CompleteResponse:
-    with tr.protocol_errors(target, "a completion", wire=WIRE):
-        data = tr.json_object(body)
+    with protocol_errors(target, "a completion", wire=WIRE):
+        data = json_object(body)
         choice = data["choices"][0]
         return pb.CompleteResponse(
             id=data.get("id") or "",
@@ -207,9 +207,7 @@ def finish_reason(reason: str | None, target: Target) -> pb.FinishReason:
             "Mistral reported an error while generating the answer",
             metadata={"provider": target.provider, "deployment": target.deployment},
         )
-    if not reason:
-        return pb.FINISH_REASON_UNSPECIFIED
-    return _FINISH_REASONS.get(reason, pb.FINISH_REASON_STOP)
+    return finish_reason_of(reason, _FINISH_REASONS)
 
 
 # --- errors -----------------------------------------------------------------------------------

@@ -20,26 +20,31 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import ClassVar, Literal
 
-from unigate.gateway.providers.base import ProviderKind, UpstreamCall
-from unigate.gateway.providers.openai import (
-    OpenAIProvider,
-    OpenAISettings,
-    OpenAIStyleSettings,
+from unigate.gateway.providers.base import (
+    HttpProviderSettings,
+    ProviderKind,
+    UpstreamCall,
     capability_unsupported,
     failed_stream,
+)
+from unigate.gateway.providers.openai import (
+    EmbeddingEncoding,
+    MaxTokensField,
+    OpenAIProvider,
+    OpenAISettings,
 )
 from unigate.gateway.providers.transport import HttpTransport
 from unigate.v1 import inference_pb2 as pb
 
 
-class OpenAICompatibleSettings(OpenAIStyleSettings):
+class OpenAICompatibleSettings(HttpProviderSettings):
     """A provider block of kind "openai_compatible"."""
 
     kind: Literal["openai_compatible"]
     # Where the server's OpenAI API is, e.g. http://localhost:11434/v1 (Ollama). Required.
     base_url: str
-    embedding_encoding: Literal["float", "base64"] = "float"
-    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    embedding_encoding: EmbeddingEncoding = "float"
+    max_tokens_field: MaxTokensField = "max_tokens"
     stream_usage: bool = True
     allow_missing_usage: bool = False
     # Tools and JSON output work on most servers and recent models; images need a vision

@@ -10,31 +10,37 @@ from __future__ import annotations
 import base64
 import sys
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import grpc
 import orjson
-from google.protobuf import json_format, struct_pb2
 
 from unigate.gateway.errors import (
     FieldViolation,
     GatewayError,
-    Reason,
-    from_http_status,
     invalid_argument,
     parse_retry_after,
-    redact,
+)
+from unigate.gateway.providers.common import (
+    Json,
+    assistant_message,
+    base64_text,
+    finish_reason_of,
+    header_value,
+    http_error,
+    json_object,
+    json_or_none,
+    mid_stream_error,
+    protocol_errors,
+    struct_to_dict,
+    vendor_message,
+    with_vendor_code,
 )
 from unigate.gateway.providers.transport import Target
 from unigate.v1 import inference_pb2 as pb
 
 PROVIDER = "openai"
-MAX_VENDOR_MESSAGE = 500
-
-Json = dict[str, Any]
+WIRE = "OpenAI"
 
 _ROLES = {
     pb.ROLE_SYSTEM: "system",
@@ -85,17 +91,13 @@ def chat_request_body(
         "messages": [_message(m, i) for i, m in enumerate(request.messages)],
     }
     body.update(_sampling(request.sampling, max_tokens_field))
+    # OpenAI refuses tool_choice and parallel_tool_calls without tools (400): only with them.
     if request.tools:
         body["tools"] = [_tool(tool) for tool in request.tools]
-    if request.HasField("tool_choice"):
-        choice = request.tool_choice
-        if choice.WhichOneof("choice") == "function_name":
-            body["tool_choice"] = {"type": "function", "function": {"name": choice.function_name}}
-        elif choice.mode in _TOOL_CHOICE_MODES:
-            body["tool_choice"] = _TOOL_CHOICE_MODES[choice.mode]
-    # OpenAI refuses parallel_tool_calls without tools (400), so it goes only with them.
-    if request.HasField("parallel_tool_calls") and request.tools:
-        body["parallel_tool_calls"] = request.parallel_tool_calls
+        if request.HasField("tool_choice") and (choice := _tool_choice(request.tool_choice)):
+            body["tool_choice"] = choice
+        if request.HasField("parallel_tool_calls"):
+            body["parallel_tool_calls"] = request.parallel_tool_calls
     if request.HasField("response_format") and (fmt := _response_format(request.response_format)):
         body["response_format"] = fmt
     if request.user:
@@ -155,6 +157,12 @@ def _message(message: pb.Message, index: int) -> Json:
     return out
 
 
+def _tool_choice(choice: pb.ToolChoice) -> str | Json | None:
+    if choice.WhichOneof("choice") == "function_name":
+        return {"type": "function", "function": {"name": choice.function_name}}
+    return _TOOL_CHOICE_MODES.get(choice.mode)
+
+
 def _content(parts: Sequence[pb.ContentPart]) -> str | list[Json]:
     if len(parts) <= 1 and all(part.WhichOneof("part") != "image" for part in parts):
         return parts[0].text if parts else ""
@@ -167,7 +175,7 @@ def _part(part: pb.ContentPart) -> Json:
     image = part.image
     if image.WhichOneof("source") == "data":
         mime = image.mime_type or "application/octet-stream"
-        url = f"data:{mime};base64,{base64.b64encode(image.data).decode('ascii')}"
+        url = f"data:{mime};base64,{base64_text(image.data)}"
     else:
         url = image.url
     image_url: Json = {"url": url}
@@ -222,63 +230,21 @@ def _response_format(fmt: pb.ResponseFormat) -> Json | None:
     return {"type": "json_schema", "json_schema": spec}
 
 
-def struct_to_dict(struct: struct_pb2.Struct) -> Json:
-    """A Struct as plain JSON, with whole numbers back as ints (Struct keeps only doubles)."""
-    value = _whole_numbers(json_format.MessageToDict(struct))
-    assert isinstance(value, dict)
-    return value
-
-
-def _whole_numbers(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _whole_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers(item) for item in value]
-    return value
-
-
 # --- responses --------------------------------------------------------------------------------
 
 
-@contextmanager
-def protocol_errors(target: Target, what: str, *, wire: str = "OpenAI") -> Iterator[None]:
-    """Turn any surprise in the shape of a vendor body into one UPSTREAM_PROTOCOL_ERROR."""
-    try:
-        yield
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise GatewayError(
-            grpc.StatusCode.UNAVAILABLE,
-            Reason.UPSTREAM_PROTOCOL_ERROR,
-            f"{target.provider} deployment {target.deployment!r} sent {what} "
-            f"that is not valid {wire} JSON ({type(exc).__name__})",
-            metadata={"provider": target.provider, "deployment": target.deployment},
-        ) from exc
-
-
-def json_object(body: bytes | str) -> Json:
-    data = orjson.loads(body)
-    if not isinstance(data, dict):
-        raise TypeError("expected a JSON object")
-    return data
-
-
 def chat_response(body: bytes, target: Target, *, provider: str = PROVIDER) -> pb.ChatResponse:
-    with protocol_errors(target, "a chat answer"):
+    with protocol_errors(target, "a chat answer", wire=WIRE):
         data = json_object(body)
         choice = data["choices"][0]
         message = choice["message"]
         text = message.get("content") or message.get("refusal") or ""
+        calls = [_tool_call(call) for call in message.get("tool_calls") or []]
         return pb.ChatResponse(
             id=data.get("id") or "",
             model=data.get("model") or "",
             provider=provider,
-            message=pb.Message(
-                role=pb.ROLE_ASSISTANT,
-                content=[pb.ContentPart(text=text)] if text else [],
-                tool_calls=[_tool_call(call) for call in message.get("tool_calls") or []],
-            ),
+            message=assistant_message(text, calls),
             finish_reason=finish_reason(choice.get("finish_reason")),
             usage=usage(data.get("usage")),
         )
@@ -294,7 +260,7 @@ def _tool_call(call: Json) -> pb.ToolCall:
 def complete_response(
     body: bytes, target: Target, *, provider: str = PROVIDER
 ) -> pb.CompleteResponse:
-    with protocol_errors(target, "a completion"):
+    with protocol_errors(target, "a completion", wire=WIRE):
         data = json_object(body)
         choice = data["choices"][0]
         return pb.CompleteResponse(
@@ -311,7 +277,7 @@ def embed_response(
     body: bytes, target: Target, *, inputs: int, provider: str = PROVIDER
 ) -> pb.EmbedResponse:
     """Vectors in input order; exactly one per input, or the answer is refused."""
-    with protocol_errors(target, "embeddings"):
+    with protocol_errors(target, "embeddings", wire=WIRE):
         data = json_object(body)
         items = sorted(data["data"], key=lambda item: int(item["index"]))
         if [int(item["index"]) for item in items] != list(range(inputs)):
@@ -339,10 +305,8 @@ def _vector(raw: Any) -> Sequence[float]:
 
 
 def finish_reason(reason: str | None) -> pb.FinishReason:
-    if not reason:
-        return pb.FINISH_REASON_UNSPECIFIED
     # OpenAI-compatible servers invent reasons of their own ("eos", "abort"...): a natural end.
-    return _FINISH_REASONS.get(reason, pb.FINISH_REASON_STOP)
+    return finish_reason_of(reason, _FINISH_REASONS)
 
 
 def usage(raw: Any) -> pb.Usage | None:
@@ -369,19 +333,11 @@ def upstream_error(
     message, code = _vendor_error(body, target)
     if code == "model_not_found":
         status = 404
-    lowered = {name.lower(): value for name, value in headers.items()}
-    retry_after = parse_retry_after(lowered.get("retry-after"))
-    if (millis := parse_retry_after(lowered.get("retry-after-ms"))) is not None:
+    retry_after = parse_retry_after(header_value(headers, "retry-after"))
+    if (millis := parse_retry_after(header_value(headers, "retry-after-ms"))) is not None:
         retry_after = millis / 1000
-    error = from_http_status(
-        status,
-        message,
-        provider=target.provider,
-        deployment=target.deployment,
-        retry_after=retry_after,
-        secrets=target.secrets,
-    )
-    return _with_vendor_code(error, code)
+    error = http_error(status, message, target, retry_after=retry_after)
+    return with_vendor_code(error, code)
 
 
 def stream_error(payload: Any, target: Target) -> GatewayError:
@@ -390,20 +346,7 @@ def stream_error(payload: Any, target: Target) -> GatewayError:
     message, code = _vendor_error(raw, target)
     kind = payload.get("type") if isinstance(payload, dict) else None
     status = _stream_error_status(code, kind)
-    error = from_http_status(
-        status,
-        message,
-        provider=target.provider,
-        deployment=target.deployment,
-        secrets=target.secrets,
-    )
-    # The HTTP status was 200; the derived one only picked the gRPC code.
-    error = replace(
-        error,
-        message=error.message.replace(f"answered {status}", "failed mid-stream", 1),
-        metadata={k: v for k, v in error.metadata.items() if k != "http_status"},
-    )
-    return _with_vendor_code(error, code)
+    return with_vendor_code(mid_stream_error(status, message, target), code)
 
 
 def _stream_error_status(*values: Any) -> int:
@@ -417,10 +360,7 @@ def _stream_error_status(*values: Any) -> int:
 
 def _vendor_error(body: bytes, target: Target) -> tuple[str, Any]:
     """The message and code of an OpenAI error body (or of vLLM's flat one, or raw text)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        data = None
+    data = json_or_none(body)
     message, code = "", None
     if isinstance(data, dict):
         error = data.get("error") or data
@@ -430,14 +370,4 @@ def _vendor_error(body: bytes, target: Target) -> tuple[str, Any]:
             message = str(error)
     else:
         message = body.decode("utf-8", "replace")
-    # Redact before cutting, so no secret is cut in two and half of it kept.
-    message = " ".join(redact(message, target.secrets).split())
-    if len(message) > MAX_VENDOR_MESSAGE:
-        message = message[: MAX_VENDOR_MESSAGE - 1] + "…"
-    return message, code
-
-
-def _with_vendor_code(error: GatewayError, code: Any) -> GatewayError:
-    if not isinstance(code, str) or not code:
-        return error
-    return replace(error, metadata={**error.metadata, "vendor_code": code})
+    return vendor_message(message, target), code

@@ -3,5 +3,10 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from unigate.gateway.identity.principal import Principal
 
 request_id: ContextVar[str] = ContextVar("unigate_request_id", default="")
+principal: ContextVar[Principal | None] = ContextVar("unigate_principal", default=None)

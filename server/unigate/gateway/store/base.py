@@ -1,0 +1,118 @@
+"""The store interface. SQLite (embedded default) and PostgreSQL implement it and
+pass the same test suite (tests/store/). Every list is keyset-paginated by id
+(AIP-158: page_size, page_token); a page token is opaque to callers.
+
+Errors: `NotFoundError` for a missing record, `ConflictError` for a duplicate or
+a state change that is not allowed; both carry a message for the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from unigate.gateway.store.models import (
+    Admin,
+    ApiKey,
+    Consumer,
+    Page,
+    Service,
+    Subscription,
+    SubscriptionStatus,
+    Tenant,
+)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+class StoreError(Exception):
+    pass
+
+
+class NotFoundError(StoreError):
+    pass
+
+
+class ConflictError(StoreError):
+    pass
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema to the latest version."""
+
+    async def close(self) -> None: ...
+
+    # tenants and consumers
+    async def create_tenant(self, name: str) -> Tenant: ...
+    async def get_tenant(self, tenant_id: str) -> Tenant: ...
+    async def list_tenants(self, page_size: int = 0, page_token: str = "") -> Page[Tenant]: ...
+    async def update_tenant(
+        self, tenant_id: str, *, name: str | None = None, disabled: bool | None = None
+    ) -> Tenant: ...
+
+    async def create_consumer(self, tenant_id: str, name: str) -> Consumer: ...
+    async def get_consumer(self, consumer_id: str) -> Consumer: ...
+    async def list_consumers(
+        self, tenant_id: str, page_size: int = 0, page_token: str = ""
+    ) -> Page[Consumer]: ...
+    async def update_consumer(
+        self, consumer_id: str, *, name: str | None = None, disabled: bool | None = None
+    ) -> Consumer: ...
+
+    async def create_admin(self, name: str, tenant_id: str | None) -> Admin: ...
+    async def get_admin(self, admin_id: str) -> Admin: ...
+    async def count_admins(self) -> int: ...
+
+    # keys: the store never sees a secret, only its hash
+    async def create_key(
+        self,
+        *,
+        key_id: str,
+        secret_hash: str,
+        name: str,
+        tenant_id: str | None,
+        consumer_id: str | None = None,
+        admin_id: str | None = None,
+        expires_at: float | None = None,
+    ) -> ApiKey: ...
+    async def get_key(self, key_id: str) -> ApiKey: ...
+    async def list_keys(
+        self,
+        *,
+        tenant_id: str | None = None,
+        consumer_id: str | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> Page[ApiKey]: ...
+    async def revoke_key(self, key_id: str, *, at: float | None = None) -> ApiKey:
+        """Revoke now, or schedule it (`at`, e.g. the end of a rotation's grace window)."""
+
+    # services and subscriptions
+    async def upsert_service(
+        self, tenant_id: str, alias: str, *, requires_approval: bool
+    ) -> Service: ...
+    async def list_services(
+        self, tenant_id: str, page_size: int = 0, page_token: str = ""
+    ) -> Page[Service]: ...
+    async def get_service(self, tenant_id: str, alias: str) -> Service: ...
+
+    async def request_subscription(self, consumer_id: str, alias: str) -> Subscription:
+        """Pending, or approved at once when the service needs no approval. Requesting
+        again after a rejection or revocation makes it pending again."""
+
+    async def decide_subscription(
+        self, subscription_id: str, status: SubscriptionStatus, *, by: str, note: str = ""
+    ) -> Subscription: ...
+    async def get_subscription(self, subscription_id: str) -> Subscription: ...
+    async def find_subscription(self, consumer_id: str, alias: str) -> Subscription | None: ...
+    async def list_subscriptions(
+        self,
+        *,
+        tenant_id: str | None = None,
+        consumer_id: str | None = None,
+        statuses: Sequence[SubscriptionStatus] = (),
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> Page[Subscription]: ...

@@ -13,13 +13,14 @@ import signal
 import socket
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from unigate.gateway.config import GatewayConfig, ServerSettings
+from unigate.gateway.config import GatewayConfig, ServerSettings, TlsSettings
 from unigate.gateway.interceptors.access_log import AccessLogInterceptor
 from unigate.gateway.interceptors.errors import ErrorInterceptor
 from unigate.gateway.interceptors.inflight import InFlight, InFlightInterceptor
@@ -116,6 +117,24 @@ def _address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+def _server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
+    """TLS from PEM files; with a client CA, clients present certificates (mTLS)."""
+
+    def read(path: str, what: str) -> bytes:
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise OSError(f"cannot read the TLS {what} {path}: {exc.strerror}") from None
+
+    pair = (read(tls.key_file, "key_file"), read(tls.cert_file, "cert_file"))
+    client_ca = read(tls.client_ca_file, "client_ca_file") if tls.client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [pair],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None and tls.require_client_cert,
+    )
+
+
 def _bind_problem(address: str) -> str:
     """Why grpc could not bind, in words (grpc itself only says that it failed)."""
     host, _, port = address.rpartition(":")
@@ -190,8 +209,12 @@ async def create_server(
         enable_reflection((*SERVICE_NAMES, health_name), server)
 
     address = _address(host or settings.host, settings.port if port is None else port)
+    credentials = _server_credentials(config.tls) if config.tls is not None else None
     try:
-        bound = server.add_insecure_port(address)
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
     except RuntimeError:
         await transport.close()
         raise OSError(f"cannot listen on {address}: {_bind_problem(address)}") from None

@@ -96,10 +96,27 @@ class ModelSettings(_Strict):
     capabilities: CapabilityOverrides = CapabilityOverrides()
 
 
+class StoreSettings(_Strict):
+    url: str = Field("sqlite:///unigate.db", pattern=r"^(sqlite|postgresql|postgres)://")
+    """sqlite:///path/to/file.db (created on first start) or postgresql://user@host/db."""
+
+
+class TlsSettings(_Strict):
+    """TLS on the gRPC port; with `client_ca_file`, clients must present a certificate."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    require_client_cert: bool = True
+    """With client_ca_file: refuse clients without a certificate (mTLS), or only ask."""
+
+
 class GatewayConfig(_Strict):
     server: ServerSettings = ServerSettings()
     logging: LoggingSettings = LoggingSettings()
     upstream: UpstreamSettings = UpstreamSettings()
+    store: StoreSettings = StoreSettings()
+    tls: TlsSettings | None = None
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     disabled_providers: dict[str, str] = Field(default_factory=dict, exclude=True)

@@ -1,0 +1,71 @@
+"""Approved access: an inference call passes only for an alias the caller's tenant
+has as a service and the caller holds an approved subscription to.
+
+It runs after authentication (callstate.principal is set) and before the service,
+so the service never learns who the caller is; ListModels answers are narrowed to
+the caller's tenant's aliases here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from unigate.gateway import callstate
+from unigate.gateway.identity.access import AccessPolicy
+from unigate.gateway.interceptors.base import (
+    Context,
+    HandlerInterceptor,
+    StreamBehavior,
+    UnaryBehavior,
+)
+from unigate.v1 import inference_pb2 as pb
+
+INFERENCE = "/unigate.v1.InferenceService/"
+LIST_MODELS = INFERENCE + "ListModels"
+
+
+class AccessInterceptor(HandlerInterceptor):
+    def __init__(self, policy: AccessPolicy) -> None:
+        super().__init__()
+        self._policy = policy
+
+    def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+        if not method.startswith(INFERENCE):
+            return behavior
+        policy = self._policy
+        if method == LIST_MODELS:
+
+            async def list_models(request: Any, context: Context) -> Any:
+                principal = callstate.principal.get()
+                listing: pb.ListModelsResponse = await behavior(request, context)
+                if principal is None:
+                    return listing
+                visible = await policy.visible_aliases(principal)
+                return pb.ListModelsResponse(
+                    models=[m for m in listing.models if m.alias in visible]
+                )
+
+            return list_models
+
+        async def unary(request: Any, context: Context) -> Any:
+            principal = callstate.principal.get()
+            if principal is not None:
+                await policy.check(principal, request.model)
+            return await behavior(request, context)
+
+        return unary
+
+    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
+        if not method.startswith(INFERENCE):
+            return behavior
+        policy = self._policy
+
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            principal = callstate.principal.get()
+            if principal is not None:
+                await policy.check(principal, request.model)
+            async for response in behavior(request, context):
+                yield response
+
+        return stream

@@ -227,6 +227,11 @@ def _refusal_of(headers: dict[str, str], body: Any, api_key: str | None) -> Faul
         return Fault.bad_request("messages: Field required")
     if not isinstance(body.get("max_tokens"), int):
         return Fault.bad_request("max_tokens: Field required")
+    if "temperature" in body and "top_p" in body:
+        return Fault.bad_request(
+            "`temperature` and `top_p` cannot both be specified for this model."
+            " Please use only one."
+        )
     temperature = body.get("temperature")
     if temperature is not None and not 0 <= temperature <= 1:
         return Fault.bad_request("temperature: range: 0..1")

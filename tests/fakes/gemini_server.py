@@ -274,6 +274,10 @@ def _check_content(content: Any, where: str) -> Fault | None:
 
 def _check_part(part: Any, at: str) -> Fault | None:
     problem = _unknown(part, "part", at)
+    if problem is None and part.get("text") == "":
+        # As the real API: an empty text is an unset oneof.
+        message = f"* GenerateContentRequest.{at}.data: required oneof field 'data' must have"
+        return Fault.bad_request(message + " one initialized field", f"{at}.data")
     if problem is None and "functionCall" in part:
         problem = _unknown(part["functionCall"], "function_call", f"{at}.function_call")
     if problem is None and "functionResponse" in part:

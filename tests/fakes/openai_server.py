@@ -85,6 +85,15 @@ class Fault(HttpFault):
         )
 
     @classmethod
+    def insufficient_quota(cls) -> Fault:
+        return cls.error(
+            429,
+            "You exceeded your current quota, please check your plan and billing details.",
+            type="insufficient_quota",
+            code="insufficient_quota",
+        )
+
+    @classmethod
     def invalid_api_key(cls, key: str) -> Fault:
         # OpenAI echoes the first and last characters of the key it refused.
         masked = f"{key[:6]}{'*' * max(len(key) - 10, 3)}{key[-4:]}"

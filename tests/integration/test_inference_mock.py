@@ -343,3 +343,19 @@ async def test_rpc_the_alias_lacks_is_unimplemented(start_gateway: StartGateway)
             pass
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "streaming" in (caught.value.details() or "")
+
+
+async def test_empty_text_is_refused_unless_beside_tool_calls(
+    mock_gateway: RunningGateway,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mock_gateway.stub.Chat(chat(""))
+    assert bad_request_fields(caught.value) == {"messages[0].content[0].text": "must not be empty"}
+    assistant = pb.Message(
+        role=pb.ROLE_ASSISTANT,
+        content=[pb.ContentPart(text="")],
+        tool_calls=[pb.ToolCall(id="c1", name="lookup", arguments="{}")],
+    )
+    answer = pb.Message(role=pb.ROLE_TOOL, tool_call_id="c1", content=[pb.ContentPart(text="42")])
+    request = pb.ChatRequest(model="mock", messages=[user("q"), assistant, answer, user("and?")])
+    assert (await mock_gateway.stub.Chat(request)).message.content[0].text == "and?"

@@ -95,6 +95,12 @@ async def test_complete_stream_complete_and_embed(gateway: RunningGateway) -> No
         (Fault.rate_limited(7), grpc.StatusCode.RESOURCE_EXHAUSTED, "UPSTREAM_RATE_LIMITED", "TPM"),
         (Fault.invalid_api_key(KEY), grpc.StatusCode.INTERNAL, "UPSTREAM_AUTH_FAILED", "API key"),
         (
+            Fault.insufficient_quota(),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "UPSTREAM_QUOTA_EXHAUSTED",
+            "exceeded your current quota",
+        ),
+        (
             Fault.model_not_found("gpt-4o-mini"),
             grpc.StatusCode.NOT_FOUND,
             "UPSTREAM_MODEL_NOT_FOUND",
@@ -126,7 +132,7 @@ async def test_upstream_errors_map_to_statuses(
     assert error_info(error).reason == reason
     assert words in details
     assert KEY not in details and KEY[:10] not in details and KEY[-4:] not in details
-    if fault.status == 429:
+    if "Retry-After" in fault.headers:
         assert retry_delay(error) == pytest.approx(7)
     # The next call goes through: one failure never poisons the server.
     assert (await gateway.stub.Chat(chat("again"))).message.content[0].text == "echo: again"

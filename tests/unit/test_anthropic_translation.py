@@ -542,3 +542,17 @@ def test_tool_choice_is_sent_only_with_tools() -> None:
     request.tools.add(name="lookup")
     body = tr.chat_request_body(request, "claude-haiku-4-5", default_max_tokens=64)
     assert body["tool_choice"] == {"type": "none"}
+
+
+def test_temperature_and_top_p_together_are_refused() -> None:
+    request = pb.ChatRequest(
+        model="claude",
+        messages=[pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text="hi")])],
+        sampling=pb.SamplingParams(temperature=0.5, top_p=0.9),
+    )
+    with pytest.raises(GatewayError) as caught:
+        tr.chat_request_body(request, "claude-haiku-4-5", default_max_tokens=64)
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in caught.value.field_violations] == ["sampling.top_p"]
+    request.sampling.ClearField("temperature")
+    assert tr.chat_request_body(request, "claude-haiku-4-5", default_max_tokens=64)["top_p"] == 0.9

@@ -402,3 +402,18 @@ def test_long_message_is_cut_after_redaction() -> None:
     error = upstream_error(400, {}, google_error(400, "INVALID_ARGUMENT", text), TARGET)
     assert secret[:8] not in error.message
     assert error.message.endswith("[REDACTED…")
+
+
+def test_one_call_per_turn_is_refused_not_dropped() -> None:
+    request = pb.ChatRequest(
+        model="gemini",
+        messages=[pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text="hi")])],
+        tools=[pb.Tool(name="lookup")],
+        parallel_tool_calls=False,
+    )
+    with pytest.raises(GatewayError) as caught:
+        tr.chat_request_body(request)
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in caught.value.field_violations] == ["parallel_tool_calls"]
+    request.parallel_tool_calls = True
+    assert "tools" in tr.chat_request_body(request)

@@ -157,3 +157,14 @@ async def test_tool_choice_is_sent_only_with_tools(kind: str) -> None:
     assert "tool_choice" not in without
     assert "parallel_tool_calls" not in without
     assert with_tools["tool_choice"] == ("any" if kind == "mistral" else "required")
+
+
+def test_long_custom_header_values_are_secrets_too() -> None:
+    from unigate.gateway.providers.http_adapter import credential_secrets
+
+    secrets = credential_secrets(
+        {"Ocp-Apim-Subscription-Key": "0123456789abcdef0123", "X-Trace": "on"}, "sk-key"
+    )
+    assert "0123456789abcdef0123" in secrets
+    assert "on" not in secrets
+    assert "sk-key" in secrets

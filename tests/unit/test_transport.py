@@ -81,3 +81,37 @@ async def test_refused_connection_is_unavailable(closed_port: int) -> None:
     await transport.close()
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE
     assert caught.value.metadata == {"provider": "openai", "deployment": "primary"}
+
+
+async def test_redirects_are_not_followed() -> None:
+    """A redirect would carry the vendor key headers to another host."""
+    from aiohttp import web
+
+    hits: list[str] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        raise web.HTTPFound("/elsewhere")
+
+    app = web.Application()
+    app.router.add_get("/start", redirect)
+    app.router.add_get("/elsewhere", redirect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    transport = HttpTransport()
+    try:
+        result = await transport.request(
+            "GET",
+            f"http://127.0.0.1:{port}/start",
+            target=TARGET,
+            timeout=5,
+            headers={"x-api-key": "secret"},
+        )
+    finally:
+        await transport.close()
+        await runner.cleanup()
+    assert result.status == 302
+    assert hits == ["/start"]

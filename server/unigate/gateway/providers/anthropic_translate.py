@@ -118,6 +118,11 @@ def _refuse_what_anthropic_lacks(request: pb.ChatRequest) -> None:
         for name in ("presence_penalty", "frequency_penalty")
         if request.sampling.HasField(name) and getattr(request.sampling, name) != 0
     ]
+    if request.sampling.HasField("temperature") and request.sampling.HasField("top_p"):
+        # Claude models from the 4.5 generation on refuse the two together.
+        violations.append(
+            FieldViolation("sampling.top_p", "Anthropic takes temperature or top_p, not both")
+        )
     if request.response_format.type == pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
         violations.append(
             FieldViolation(

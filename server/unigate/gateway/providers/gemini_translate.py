@@ -74,6 +74,7 @@ _FAILED_FINISH: Mapping[str, tuple[grpc.StatusCode, str, str]] = {
     "MALFORMED_FUNCTION_CALL": (*_RETRY, "the model wrote a malformed function call; retry"),
     "UNEXPECTED_TOOL_CALL": (*_RETRY, "the model called a function it was not offered; retry"),
     "MALFORMED_RESPONSE": (*_RETRY, "the model wrote a malformed answer; retry"),
+    "TOO_MANY_TOOL_CALLS": (*_RETRY, "the model made more function calls than allowed; retry"),
     "MISSING_THOUGHT_SIGNATURE": (
         grpc.StatusCode.INVALID_ARGUMENT,
         Reason.UPSTREAM_BAD_REQUEST,
@@ -99,10 +100,24 @@ def request_path(model: str, method: str, api_version: str = "v1beta") -> str:
 def chat_request_body(request: pb.ChatRequest) -> Json:
     """The generateContent / streamGenerateContent body (the model is in the URL).
 
-    `user`, `metadata`, `parallel_tool_calls`, message names, image detail, `strict` and a JSON
+    `parallel_tool_calls: false` is refused (Gemini cannot honour it); `user`, `metadata`,
+    message names, image detail, `strict` and a JSON
     schema's name and description have no Gemini field and stay in the gateway (a response
     schema is always enforced; function arguments have no per-function strict switch).
     """
+    if (
+        request.tools
+        and request.HasField("parallel_tool_calls")
+        and not request.parallel_tool_calls
+    ):
+        why = "Gemini cannot limit a turn to one function call: leave it unset or true"
+        raise GatewayError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            Reason.CAPABILITY_UNSUPPORTED,
+            f"not supported by the Gemini API: parallel_tool_calls: {why}",
+            metadata={"capability": "parallel_tool_calls"},
+            field_violations=[FieldViolation("parallel_tool_calls", why)],
+        )
     system, contents = _contents(request.messages)
     body: Json = {"contents": contents}
     if system:
@@ -135,7 +150,7 @@ def _contents(messages: Sequence[pb.Message]) -> tuple[list[Json], list[Json]]:
     turns: list[Json] = []
     for index, message in enumerate(messages):
         if message.role == pb.ROLE_SYSTEM:
-            system.extend({"text": part.text} for part in message.content)
+            system.extend({"text": part.text} for part in message.content if part.text)
             continue
         if message.role == pb.ROLE_USER:
             where = f"messages[{index}].content"
@@ -147,6 +162,8 @@ def _contents(messages: Sequence[pb.Message]) -> tuple[list[Json], list[Json]]:
             role, parts = "user", [_function_response(messages, index)]
         else:
             raise invalid_argument([FieldViolation(f"messages[{index}].role", "must be set")])
+        # Gemini refuses empty text parts (an assistant turn may carry "" beside tool calls).
+        parts = [part for part in parts if part.get("text") != ""]
         if turns and turns[-1]["role"] == role:
             turns[-1]["parts"].extend(parts)
         else:

@@ -20,6 +20,7 @@ from unigate.v1 import inference_pb2 as pb
 
 # Header names whose values are credentials, kept out of every error message.
 SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "x-goog-api-key"})
+MIN_SECRET_LENGTH = 16
 
 Answer = TypeVar("Answer", pb.ChatResponse, pb.CompleteResponse)
 
@@ -30,7 +31,13 @@ def credential_secrets(headers: Mapping[str, str], *credentials: str | None) -> 
 
     Longest first, so that a whole header value goes before the token inside it.
     """
-    values = {value for name, value in headers.items() if name.lower() in SECRET_HEADERS}
+    # Credential headers by name, and any other configured value long enough to be one
+    # (API gateways in front of vendors use their own names: Ocp-Apim-Subscription-Key...).
+    values = {
+        value
+        for name, value in headers.items()
+        if name.lower() in SECRET_HEADERS or len(value) >= MIN_SECRET_LENGTH
+    }
     tokens = {value.partition(" ")[2].strip() for value in values}
     secrets = {secret for secret in (*values, *tokens, *credentials) if secret}
     return tuple(sorted(secrets, key=lambda secret: (-len(secret), secret)))

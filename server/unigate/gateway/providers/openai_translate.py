@@ -61,6 +61,7 @@ _FINISH_REASONS = {
     "function_call": pb.FINISH_REASON_TOOL_CALLS,
     "content_filter": pb.FINISH_REASON_CONTENT_FILTER,
 }
+_STATUS_BY_CODE = {"model_not_found": 404, "insufficient_quota": 402}
 # In-stream errors carry no HTTP status; their type or code says what the status would have been.
 _STREAM_ERROR_STATUS = {
     "invalid_request_error": 400,
@@ -69,7 +70,7 @@ _STREAM_ERROR_STATUS = {
     "not_found_error": 404,
     "model_not_found": 404,
     "rate_limit_exceeded": 429,
-    "insufficient_quota": 429,
+    "insufficient_quota": 402,
     "server_error": 500,
 }
 
@@ -331,8 +332,10 @@ def upstream_error(
 ) -> GatewayError:
     """An HTTP error answer as a GatewayError, in the vendor's own (redacted) words."""
     message, code = _vendor_error(body, target)
-    if code == "model_not_found":
-        status = 404
+    # The vendor's code says more than its status: an unknown model is NOT_FOUND
+    # whatever the status, and an account out of credit is billing (402), not a
+    # rate limit to wait out, although OpenAI sends it as a 429.
+    status = _STATUS_BY_CODE.get(code or "", status)
     retry_after = parse_retry_after(header_value(headers, "retry-after"))
     if (millis := parse_retry_after(header_value(headers, "retry-after-ms"))) is not None:
         retry_after = millis / 1000

@@ -97,6 +97,7 @@ class HttpTransport:
                 headers=_json_headers(headers) if json is not None else headers,
                 data=orjson.dumps(json) if json is not None else None,
                 timeout=self._timeout(timeout),
+                allow_redirects=False,
             ) as response:
                 body = await response.read()
                 return HttpResult(response.status, response.headers, body)
@@ -122,6 +123,7 @@ class HttpTransport:
                 headers=_json_headers(headers),
                 data=orjson.dumps(json),
                 timeout=self._timeout(timeout),
+                allow_redirects=False,
             ) as response:
                 yield response
 

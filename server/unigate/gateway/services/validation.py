@@ -50,6 +50,9 @@ def _message(index: int, message: pb.Message, out: list[FieldViolation]) -> None
                 out.append(FieldViolation(f"{at}.mime_type", "required with inline data"))
         elif not part.HasField("text"):
             out.append(FieldViolation(f"{where}.content[{part_index}]", "set text or image"))
+        elif not part.text and not message.tool_calls:
+            # Vendors refuse empty text blocks (Gemini, Anthropic): say so here, once.
+            out.append(FieldViolation(f"{where}.content[{part_index}].text", "must not be empty"))
 
 
 def check_chat(request: pb.ChatRequest) -> tuple[str, ...]:

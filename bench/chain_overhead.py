@@ -28,6 +28,7 @@ from unigate.v1 import inference_pb2_grpc
 
 CONFIG = """
 logging: {{access_log: {access_log}}}
+auth: {{enabled: false}}
 providers: {{m: {{kind: mock}}}}
 models: {{mock: {{deployments: [{{provider: m, model: echo}}]}}}}
 """

@@ -28,6 +28,7 @@ class RunningGateway:
 
 MOCK_CONFIG: dict[str, Any] = {
     "logging": {"access_log": False},
+    "auth": {"enabled": False},
     "providers": {"local-mock": {"kind": "mock"}},
     "models": {"mock": {"deployments": [{"provider": "local-mock", "model": "echo"}]}},
 }

@@ -87,6 +87,7 @@ def mock_config(
 ) -> dict[str, Any]:
     return {
         "server": {"grace_period": grace_period, "drain_delay": drain_delay},
+        "auth": {"enabled": False},
         "logging": {"level": "info", "format": "text"},
         "providers": {
             "local-mock": {

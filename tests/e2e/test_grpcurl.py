@@ -212,6 +212,7 @@ def test_chat_through_the_openai_adapter_returns_the_fakes_answer(
     grpcurl: str, spawn_gateway: SpawnGateway, fake_openai_thread: ThreadedFake
 ) -> None:
     config = {
+        "auth": {"enabled": False},
         "providers": {
             "openai": {
                 "kind": "openai",

@@ -69,7 +69,7 @@ def running(request: pytest.FixtureRequest, spawn_gateway: SpawnGateway) -> Iter
         }
         if vendor.embed_model:
             models["embed"] = {"deployments": [{"provider": "vendor", "model": vendor.embed_model}]}
-        config = {"providers": {"vendor": block}, "models": models}
+        config = {"auth": {"enabled": False}, "providers": {"vendor": block}, "models": models}
         gateway = spawn_gateway(config, env=gateway_env(**{KEY_VARIABLE: KEY}))
         yield Running(vendor, fake, gateway)
         gateway.stop()

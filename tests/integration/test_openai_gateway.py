@@ -28,6 +28,7 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
 async def gateway(start_gateway: StartGateway, fake: FakeOpenAI) -> RunningGateway:
     config = {
         "logging": {"access_log": False},
+        "auth": {"enabled": False},
         "providers": {
             "openai": {"kind": "openai", "base_url": fake.base_url, "api_key": "${TEST_KEY}"}
         },

@@ -21,7 +21,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from unigate.gateway.config import GatewayConfig, ServerSettings, TlsSettings
+from unigate.gateway.identity.access import AccessPolicy
+from unigate.gateway.identity.jwt import JwtAuthenticator
+from unigate.gateway.identity.keys import KeyAuthenticator
+from unigate.gateway.identity.mtls import MtlsIdentifier
+from unigate.gateway.interceptors.access import AccessInterceptor
 from unigate.gateway.interceptors.access_log import AccessLogInterceptor
+from unigate.gateway.interceptors.auth import Authenticator, AuthInterceptor, store_key_lookup
 from unigate.gateway.interceptors.errors import ErrorInterceptor
 from unigate.gateway.interceptors.inflight import InFlight, InFlightInterceptor
 from unigate.gateway.interceptors.request_id import RequestIdInterceptor
@@ -30,13 +36,57 @@ from unigate.gateway.providers.base import Provider
 from unigate.gateway.providers.registry import PROVIDER_KINDS
 from unigate.gateway.providers.transport import HttpTransport, TransportLimits
 from unigate.gateway.routing.router import Router, build_router
+from unigate.gateway.services.admin import AdminService
 from unigate.gateway.services.inference import InferenceService
 from unigate.gateway.services.reflection import enable_reflection
-from unigate.v1 import inference_pb2, inference_pb2_grpc
+from unigate.gateway.store.base import Store
+from unigate.gateway.store.factory import open_store
+from unigate.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger("unigate")
 
-SERVICE_NAMES = (inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,)
+INFERENCE_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+
+
+@dataclass
+class Security:
+    """Authentication and approved access, with the store they read; empty when off."""
+
+    interceptors: list[grpc.aio.ServerInterceptor]
+    store: Store | None = None
+    authenticator: Authenticator | None = None
+
+    async def close(self) -> None:
+        if self.authenticator is not None:
+            await self.authenticator.close()
+        if self.store is not None:
+            await self.store.close()
+
+
+async def _security(config: GatewayConfig) -> Security:
+    auth = config.auth
+    if not auth.enabled:
+        log.warning(
+            "auth is disabled: every caller may use every model alias, and the AdminService"
+            " is not served (set auth.enabled: true)"
+        )
+        return Security([])
+    where = config.store.url.split("@")[-1]  # never the user:password part
+    try:
+        store = await open_store(config.store.url)
+    except Exception as exc:  # driver errors of every kind: one clear start-up message
+        raise OSError(f"cannot open the store {where}: {type(exc).__name__}: {exc}") from None
+    keys = KeyAuthenticator.from_settings(store_key_lookup(store), auth.api_keys)
+    jwts = JwtAuthenticator(auth.jwt) if auth.jwt.enabled else None
+    mtls = MtlsIdentifier(auth.mtls) if auth.mtls.rules else None
+    authenticator = Authenticator(keys, jwts, mtls)
+    policy = AccessPolicy(store, ttl=auth.access_cache_ttl)
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        AuthInterceptor(authenticator),
+        AccessInterceptor(policy),
+    ]
+    return Security(interceptors, store, authenticator)
 
 
 @dataclass
@@ -51,6 +101,7 @@ class Gateway:
     providers: Mapping[str, Provider]
     router: Router
     inflight: InFlight
+    security: Security
     access_log: AccessLog | None = None
 
     async def stop(self, grace: float | None = None, *, hurry: asyncio.Event | None = None) -> None:
@@ -73,6 +124,7 @@ class Gateway:
         if self.access_log is not None:
             await self.access_log.close()
         await asyncio.gather(*(p.close() for p in self.providers.values()))
+        await self.security.close()
         await self.transport.close()
 
 
@@ -197,16 +249,24 @@ async def create_server(
     if config.logging.access_log:
         access_log = AccessLog(text=config.logging.format == "text")
         interceptors.append(AccessLogInterceptor(access_log))
+    security = await _security(config)
+    interceptors.extend(security.interceptors)
     server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))
 
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(
         InferenceService(router, settings.default_deadline), server
     )
+    services = [INFERENCE_SERVICE]
+    if security.store is not None:
+        forget = security.authenticator.forget_key if security.authenticator else None
+        admin = AdminService(security.store, key_changed=forget)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+        services.append(ADMIN_SERVICE)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if settings.reflection:
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-        enable_reflection((*SERVICE_NAMES, health_name), server)
+        enable_reflection((*services, health_name), server)
 
     address = _address(host or settings.host, settings.port if port is None else port)
     credentials = _server_credentials(config.tls) if config.tls is not None else None
@@ -217,14 +277,15 @@ async def create_server(
             bound = server.add_secure_port(address, credentials)
     except RuntimeError:
         await transport.close()
+        await security.close()
         raise OSError(f"cannot listen on {address}: {_bind_problem(address)}") from None
     await server.start()
     if access_log is not None:
         access_log.start()
-    for service in ("", *SERVICE_NAMES):
+    for service in ("", *services):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
     return Gateway(
-        server, bound, config, health, transport, providers, router, inflight, access_log
+        server, bound, config, health, transport, providers, router, inflight, security, access_log
     )
 
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from unigate.gateway import __version__
+from unigate.gateway.admin_cli import add_admin_parser
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="the port to listen on (default: server.port)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(run=_serve)
+    add_admin_parser(commands)
     return parser
 
 

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from unigate.gateway.config_types import Duration
+from unigate.gateway.identity.settings import IdentitySettings
 from unigate.gateway.providers.base import ProviderSettings
 from unigate.gateway.providers.registry import PROVIDER_KINDS
 
@@ -111,12 +112,22 @@ class TlsSettings(_Strict):
     """With client_ca_file: refuse clients without a certificate (mTLS), or only ask."""
 
 
+class AuthSettings(IdentitySettings):
+    """Who may call: on by default. `enabled: false` lets every caller use every alias
+    (demos and tests only; the gateway logs a warning and serves no AdminService)."""
+
+    enabled: bool = True
+    access_cache_ttl: Duration = 5.0
+    """How long a subscription decision may be cached in each process."""
+
+
 class GatewayConfig(_Strict):
     server: ServerSettings = ServerSettings()
     logging: LoggingSettings = LoggingSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     store: StoreSettings = StoreSettings()
     tls: TlsSettings | None = None
+    auth: AuthSettings = AuthSettings()
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     disabled_providers: dict[str, str] = Field(default_factory=dict, exclude=True)

@@ -4,6 +4,8 @@ pass the same test suite (tests/store/). Every list is keyset-paginated by id
 
 Errors: `NotFoundError` for a missing record, `ConflictError` for a duplicate or
 a state change that is not allowed; both carry a message for the caller.
+`ValueError` for an argument no record could have (a bad page token, a negative
+page size, an empty name, a key whose tenant is not its owner's).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from unigate.gateway.store.models import (
     Admin,
     ApiKey,
     Consumer,
+    KeyOwner,
     Page,
     Service,
     Subscription,
@@ -78,6 +81,10 @@ class Store(Protocol):
         expires_at: float | None = None,
     ) -> ApiKey: ...
     async def get_key(self, key_id: str) -> ApiKey: ...
+    async def get_key_with_owner(self, key_id: str) -> KeyOwner:
+        """The key, its tenant and its consumer or admin in one round trip (for auth
+        on a cache miss: expiry, revocation and `disabled` checked from one read)."""
+
     async def list_keys(
         self,
         *,

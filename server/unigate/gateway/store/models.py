@@ -69,6 +69,16 @@ class ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyOwner:
+    """A key with the records that decide whether it may be used, read together."""
+
+    key: ApiKey
+    tenant: Tenant | None  # None only for a global admin's key
+    consumer: Consumer | None
+    admin: Admin | None
+
+
+@dataclass(frozen=True, slots=True)
 class Service:
     tenant_id: str
     alias: str

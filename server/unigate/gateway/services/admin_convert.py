@@ -1,0 +1,152 @@
+"""Store records → AdminService messages, and checks of request fields.
+
+Pure functions: no store, no caller. An ApiKey message never carries the hash;
+the secret appears only in Create/RotateApiKey responses, set by the servicer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from unigate.gateway.errors import FieldViolation, invalid_argument
+from unigate.gateway.store.base import MAX_PAGE_SIZE
+from unigate.gateway.store.models import (
+    Admin,
+    ApiKey,
+    Consumer,
+    Service,
+    Subscription,
+    SubscriptionStatus,
+    Tenant,
+)
+from unigate.v1 import admin_pb2 as pb
+
+MAX_NAME_LENGTH = 200
+
+STATUS_TO_PB = {
+    SubscriptionStatus.PENDING: pb.SUBSCRIPTION_STATUS_PENDING,
+    SubscriptionStatus.APPROVED: pb.SUBSCRIPTION_STATUS_APPROVED,
+    SubscriptionStatus.REJECTED: pb.SUBSCRIPTION_STATUS_REJECTED,
+    SubscriptionStatus.REVOKED: pb.SUBSCRIPTION_STATUS_REVOKED,
+}
+STATUS_FROM_PB: dict[int, SubscriptionStatus] = {
+    number: status for status, number in STATUS_TO_PB.items()
+}
+
+
+def timestamp(epoch: float | None) -> timestamp_pb2.Timestamp | None:
+    if epoch is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(round(epoch * 1e9))
+    return stamp
+
+
+def epoch_of(stamp: timestamp_pb2.Timestamp) -> float:
+    return stamp.ToNanoseconds() / 1e9
+
+
+def seconds_of(duration: duration_pb2.Duration) -> float:
+    return duration.ToNanoseconds() / 1e9
+
+
+def tenant_pb(tenant: Tenant) -> pb.Tenant:
+    return pb.Tenant(
+        id=tenant.id,
+        name=tenant.name,
+        disabled=tenant.disabled,
+        create_time=timestamp(tenant.created_at),
+    )
+
+
+def consumer_pb(consumer: Consumer) -> pb.Consumer:
+    return pb.Consumer(
+        id=consumer.id,
+        tenant_id=consumer.tenant_id,
+        name=consumer.name,
+        disabled=consumer.disabled,
+        create_time=timestamp(consumer.created_at),
+    )
+
+
+def admin_pb(admin: Admin) -> pb.Admin:
+    return pb.Admin(
+        id=admin.id,
+        tenant_id=admin.tenant_id or "",
+        name=admin.name,
+        create_time=timestamp(admin.created_at),
+    )
+
+
+def api_key_pb(key: ApiKey) -> pb.ApiKey:
+    return pb.ApiKey(
+        id=key.id,
+        name=key.name,
+        tenant_id=key.tenant_id or "",
+        consumer_id=key.consumer_id or "",
+        admin_id=key.admin_id or "",
+        create_time=timestamp(key.created_at),
+        expire_time=timestamp(key.expires_at),
+        revoke_time=timestamp(key.revoked_at),
+    )
+
+
+def service_pb(service: Service) -> pb.Service:
+    return pb.Service(
+        tenant_id=service.tenant_id,
+        alias=service.alias,
+        requires_approval=service.requires_approval,
+        create_time=timestamp(service.created_at),
+    )
+
+
+def subscription_pb(subscription: Subscription) -> pb.Subscription:
+    return pb.Subscription(
+        id=subscription.id,
+        tenant_id=subscription.tenant_id,
+        consumer_id=subscription.consumer_id,
+        alias=subscription.alias,
+        status=STATUS_TO_PB[subscription.status],
+        request_time=timestamp(subscription.requested_at),
+        decided_by=subscription.decided_by or "",
+        decide_time=timestamp(subscription.decided_at),
+        note=subscription.note,
+    )
+
+
+def check_name(name: str, field: str = "name") -> list[FieldViolation]:
+    if not name.strip():
+        return [FieldViolation(field, "required: a non-blank name")]
+    if len(name) > MAX_NAME_LENGTH:
+        return [FieldViolation(field, f"at most {MAX_NAME_LENGTH} characters")]
+    if any(ord(c) < 32 for c in name):
+        return [FieldViolation(field, "must not contain control characters")]
+    return []
+
+
+def require_name(name: str, field: str = "name") -> None:
+    problems = check_name(name, field)
+    if problems:
+        raise invalid_argument(problems)
+
+
+def page_size(requested: int) -> int:
+    """AIP-158: negative is an error; more than the maximum is lowered to it."""
+    if requested < 0:
+        raise invalid_argument([FieldViolation("page_size", "must be 0 (the default) or more")])
+    return min(requested, MAX_PAGE_SIZE)
+
+
+def statuses_of(
+    values: Sequence[int],
+) -> tuple[SubscriptionStatus, ...]:
+    problems = [
+        FieldViolation(f"statuses[{index}]", "must be PENDING, APPROVED, REJECTED or REVOKED")
+        for index, value in enumerate(values)
+        if value not in STATUS_FROM_PB
+    ]
+    if problems:
+        raise invalid_argument(problems)
+    return tuple(STATUS_FROM_PB[value] for value in values)

@@ -1,0 +1,155 @@
+"""Versioned schema migrations, shared by SQLite and PostgreSQL.
+
+Each migration runs once, in its own transaction, and is recorded in
+`schema_migrations`. The caller serialises concurrent starts (PostgreSQL: an
+advisory lock; SQLite: BEGIN IMMEDIATE), so two gateway processes starting at once
+apply each migration exactly once. Never edit a released migration: append one.
+
+The DDL is written once for both dialects: SQLite accepts the PostgreSQL type
+names (BOOLEAN, DOUBLE PRECISION) with matching affinities. `{key}` marks the
+columns that pages are ordered by; PostgreSQL compares those bytewise (COLLATE
+"C"), as SQLite does, so both stores page in the same order.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from unigate.gateway.store.base import StoreError
+from unigate.gateway.store.common import Conn
+
+
+class Dialect(enum.Enum):
+    SQLITE = "sqlite"
+    POSTGRES = "postgres"
+
+
+class MigrationError(StoreError):
+    """A migration failed; its transaction was rolled back and it is not recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+_KEY_TYPE = {Dialect.SQLITE: "TEXT", Dialect.POSTGRES: 'TEXT COLLATE "C"'}
+
+SCHEMA_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at DOUBLE PRECISION NOT NULL
+)"""
+
+_INITIAL = (
+    """CREATE TABLE tenants (
+        id {key} PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        disabled BOOLEAN NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    )""",
+    # UNIQUE (id, tenant_id) lets keys and subscriptions reference a consumer
+    # together with its tenant, so the schema itself keeps tenants apart.
+    """CREATE TABLE consumers (
+        id {key} PRIMARY KEY,
+        tenant_id {key} NOT NULL REFERENCES tenants (id),
+        name TEXT NOT NULL,
+        disabled BOOLEAN NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        UNIQUE (tenant_id, name),
+        UNIQUE (id, tenant_id)
+    )""",
+    "CREATE INDEX consumers_by_tenant ON consumers (tenant_id, id)",
+    """CREATE TABLE admins (
+        id {key} PRIMARY KEY,
+        tenant_id {key} REFERENCES tenants (id),
+        name TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    )""",
+    """CREATE TABLE api_keys (
+        id {key} PRIMARY KEY,
+        tenant_id {key} REFERENCES tenants (id),
+        consumer_id {key},
+        admin_id {key} REFERENCES admins (id),
+        name TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION,
+        revoked_at DOUBLE PRECISION,
+        CHECK ((consumer_id IS NULL) <> (admin_id IS NULL)),
+        CHECK (consumer_id IS NULL OR tenant_id IS NOT NULL),
+        FOREIGN KEY (consumer_id, tenant_id) REFERENCES consumers (id, tenant_id)
+    )""",
+    "CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id, id)",
+    "CREATE INDEX api_keys_by_consumer ON api_keys (consumer_id, id)",
+    """CREATE TABLE services (
+        tenant_id {key} NOT NULL REFERENCES tenants (id),
+        alias {key} NOT NULL,
+        requires_approval BOOLEAN NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (tenant_id, alias)
+    )""",
+    """CREATE TABLE subscriptions (
+        id {key} PRIMARY KEY,
+        tenant_id {key} NOT NULL,
+        consumer_id {key} NOT NULL,
+        alias {key} NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status IN ('pending', 'approved', 'rejected', 'revoked')),
+        requested_at DOUBLE PRECISION NOT NULL,
+        decided_by TEXT,
+        decided_at DOUBLE PRECISION,
+        note TEXT NOT NULL,
+        UNIQUE (consumer_id, alias),
+        FOREIGN KEY (consumer_id, tenant_id) REFERENCES consumers (id, tenant_id),
+        FOREIGN KEY (tenant_id, alias) REFERENCES services (tenant_id, alias)
+    )""",
+    "CREATE INDEX subscriptions_by_tenant ON subscriptions (tenant_id, id)",
+    "CREATE INDEX subscriptions_by_status ON subscriptions (status, id)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _INITIAL),)
+
+
+def render(statement: str, dialect: Dialect) -> str:
+    return statement.replace("{key}", _KEY_TYPE[dialect])
+
+
+async def apply_once(conn: Conn, migration: Migration, dialect: Dialect, now: float) -> bool:
+    """Apply `migration` unless recorded; call inside a transaction that holds the
+    migration lock. True when it was applied now."""
+    done = await conn.fetchrow(
+        "SELECT 1 AS one FROM schema_migrations WHERE version = ?", migration.version
+    )
+    if done is not None:
+        return False
+    try:
+        for statement in migration.statements:
+            await conn.execute(render(statement, dialect))
+    except Exception as exc:
+        raise MigrationError(
+            f"migration {migration.version} ({migration.name}) failed: {exc}"
+        ) from exc
+    await conn.execute(
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+        migration.version,
+        migration.name,
+        now,
+    )
+    return True
+
+
+async def applied_versions(conn: Conn) -> list[int]:
+    rows = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    return [int(row["version"]) for row in rows]
+
+
+def check_order(migrations: Sequence[Migration]) -> None:
+    versions = [m.version for m in migrations]
+    if versions != sorted(set(versions)):
+        raise ValueError(f"migration versions must be unique and ascending: {versions}")

@@ -1,0 +1,169 @@
+"""The approval flow from outside, through grpcurl and `unigate admin`:
+a new consumer is denied, subscribes, is still denied while pending, is approved,
+passes; a revoked key fails within the documented bound."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import GatewayProcess, gateway_env, launch
+from .test_grpcurl import json_messages
+
+pytestmark = pytest.mark.e2e
+
+UNIGATE = (sys.executable, "-m", "unigate.gateway")
+ADMIN_FLAGS = ("--plaintext", "--output", "json")
+KEY_PATTERN = re.compile(r"\bug_[A-Za-z0-9]+_[A-Za-z0-9]+\b")
+
+
+@dataclass
+class Deployment:
+    gateway: GatewayProcess
+    config_path: Path
+    admin_key: str
+    grpcurl: str
+
+    def grpcurl_call(self, method: str, body: dict[str, Any], key: str | None) -> tuple[int, str]:
+        command = [self.grpcurl, "-plaintext", "-max-time", "20", "-d", json.dumps(body)]
+        if key is not None:
+            command += ["-rpc-header", f"authorization: Bearer {key}"]
+        result = subprocess.run(
+            [*command, self.gateway.address, method],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return result.returncode, result.stdout + result.stderr
+
+    def admin(self, *words: str) -> Any:
+        result = subprocess.run(
+            [*UNIGATE, "admin", *words, "--target", self.gateway.address, *ADMIN_FLAGS],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=gateway_env(UNIGATE_ADMIN_KEY=self.admin_key),
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+
+def write_config(directory: Path, store_url: str, cache_ttl: str) -> Path:
+    config = {
+        "auth": {"api_keys": {"cache_ttl": cache_ttl}, "access_cache_ttl": "0s"},
+        "store": {"url": store_url},
+        "providers": {"local-mock": {"kind": "mock"}},
+        "models": {"mock": {"deployments": [{"provider": "local-mock", "model": "echo"}]}},
+    }
+    path = directory / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, grpcurl: str) -> Iterator[Deployment]:
+    config_path = write_config(tmp_path, f"sqlite:///{tmp_path}/unigate.db", "1s")
+    bootstrap = subprocess.run(
+        [*UNIGATE, "admin", "bootstrap", "--config", str(config_path), "--name", "ops"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=gateway_env(),
+    )
+    assert bootstrap.returncode == 0, bootstrap.stderr
+    [admin_key] = KEY_PATTERN.findall(bootstrap.stdout)
+    again = subprocess.run(
+        [*UNIGATE, "admin", "bootstrap", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=gateway_env(),
+    )
+    assert again.returncode == 1 and "refused" in again.stderr
+    gateway = launch(config_path, tmp_path / "gateway.log")
+    yield Deployment(gateway, config_path, admin_key, grpcurl)
+    gateway.stop()
+    assert admin_key not in gateway.log()
+
+
+def chat_body(text: str) -> dict[str, Any]:
+    return {"model": "mock", "messages": [{"role": "ROLE_USER", "content": [{"text": text}]}]}
+
+
+def reason_of(output: str) -> str:
+    found = re.search(r'"reason":\s*"([A-Z_]+)"', output)
+    return found.group(1) if found else ""
+
+
+CHAT = "unigate.v1.InferenceService/Chat"
+ADMIN = "unigate.v1.AdminService/"
+
+
+def test_approval_flow(deployment: Deployment) -> None:
+    d = deployment
+    code, out = d.grpcurl_call(CHAT, chat_body("hi"), None)
+    assert code != 0 and "Code: Unauthenticated" in out
+    assert reason_of(out) == "MISSING_CREDENTIALS"
+
+    tenant = d.admin("tenants", "create", "acme")["tenant"]
+    d.admin("services", "upsert", "mock", "--tenant", tenant["id"], "--requires-approval")
+    consumer = d.admin("consumers", "create", "billing", "--tenant", tenant["id"])["consumer"]
+    created = d.admin("keys", "create", "--consumer", consumer["id"], "--name", "billing-key")
+    key = created["secret"]
+    assert KEY_PATTERN.fullmatch(key)
+
+    code, out = d.grpcurl_call(CHAT, chat_body("hi"), key)
+    assert "Code: PermissionDenied" in out and reason_of(out) == "SUBSCRIPTION_MISSING"
+    assert "request one" in out
+
+    code, out = d.grpcurl_call(ADMIN + "RequestSubscription", {"alias": "mock"}, key)
+    assert code == 0, out
+    [requested] = json_messages(out)
+    assert requested["subscription"]["status"] == "SUBSCRIPTION_STATUS_PENDING"
+
+    code, out = d.grpcurl_call(CHAT, chat_body("hi"), key)
+    assert "Code: PermissionDenied" in out and reason_of(out) == "SUBSCRIPTION_PENDING"
+
+    pending = d.admin("subscriptions", "list", "--status", "pending")
+    [waiting] = pending["subscriptions"]
+    d.admin("subscriptions", "approve", waiting["id"])
+
+    code, out = d.grpcurl_call(CHAT, chat_body("approved at last"), key)
+    assert code == 0, out
+    [reply] = json_messages(out)
+    assert reply["message"]["content"] == [{"text": "approved at last"}]
+
+    code, out = d.grpcurl_call("unigate.v1.InferenceService/ListModels", {}, key)
+    assert [m["alias"] for m in json_messages(out)[0]["models"]] == ["mock"]
+
+    d.admin("keys", "revoke", created["api_key"]["id"])
+    revoked_at = time.monotonic()
+    while time.monotonic() - revoked_at < 5:
+        code, out = d.grpcurl_call(CHAT, chat_body("still?"), key)
+        if code != 0:
+            break
+        time.sleep(0.2)
+    assert "Code: Unauthenticated" in out and reason_of(out) == "REVOKED_API_KEY"
+    # The configured bound here is 1 s (auth.api_keys.cache_ttl), plus grpcurl's own time.
+    assert time.monotonic() - revoked_at < 3
+
+
+def test_consumer_cannot_administer(deployment: Deployment) -> None:
+    d = deployment
+    tenant = d.admin("tenants", "create", "globex")["tenant"]
+    consumer = d.admin("consumers", "create", "app", "--tenant", tenant["id"])["consumer"]
+    key = d.admin("keys", "create", "--consumer", consumer["id"])["secret"]
+    _, out = d.grpcurl_call(ADMIN + "CreateTenant", {"name": "mine"}, key)
+    assert "Code: PermissionDenied" in out and reason_of(out) == "ADMIN_ROLE_REQUIRED"
+    _, out = d.grpcurl_call(ADMIN + "ListTenants", {}, "ug_" + "a" * 12 + "_" + "b" * 43)
+    assert "Code: Unauthenticated" in out and reason_of(out) == "INVALID_API_KEY"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -17,10 +18,13 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.store.conftest import RUN_PREFIX, drop_schemas, postgres_dsn, run_sync
+
 from .conftest import GatewayProcess, gateway_env, launch
 from .test_grpcurl import json_messages
 
 pytestmark = pytest.mark.e2e
+__all__ = ["postgres_dsn"]  # the fixture, shared with the store suite
 
 UNIGATE = (sys.executable, "-m", "unigate.gateway")
 ADMIN_FLAGS = ("--plaintext", "--output", "json")
@@ -70,9 +74,20 @@ def write_config(directory: Path, store_url: str, cache_ttl: str) -> Path:
     return path
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/unigate.db"
+        return
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    schema = f"{RUN_PREFIX}_e2e_{secrets.token_hex(4)}"
+    yield f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
+    run_sync(drop_schemas(dsn, schema))
+
+
 @pytest.fixture
-def deployment(tmp_path: Path, grpcurl: str) -> Iterator[Deployment]:
-    config_path = write_config(tmp_path, f"sqlite:///{tmp_path}/unigate.db", "1s")
+def deployment(tmp_path: Path, grpcurl: str, store_url: str) -> Iterator[Deployment]:
+    config_path = write_config(tmp_path, store_url, "1s")
     bootstrap = subprocess.run(
         [*UNIGATE, "admin", "bootstrap", "--config", str(config_path), "--name", "ops"],
         capture_output=True,

@@ -76,3 +76,4 @@ clean:
 # Benchmarks measure speed targets; tests never assert timings.
 bench: $(STAMP)
 	$(BIN)/python bench/chain_overhead.py
+	$(BIN)/python bench/auth_check.py

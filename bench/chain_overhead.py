@@ -13,7 +13,9 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 
@@ -22,6 +24,7 @@ import uvloop
 
 from unigate.gateway.app import create_server
 from unigate.gateway.config import parse_config
+from unigate.gateway.identity.keys import generate_key
 from unigate.gateway.observability.logs import configure_logging
 from unigate.v1 import inference_pb2 as pb
 from unigate.v1 import inference_pb2_grpc
@@ -39,6 +42,9 @@ REQUEST = pb.ChatRequest(
 )
 
 
+Started = tuple[Callable[[], Awaitable[None]], int, str | None]
+
+
 class Bare(inference_pb2_grpc.InferenceServiceServicer):
     async def Chat(self, request: pb.ChatRequest, context: object) -> pb.ChatResponse:
         reply = pb.ChatResponse(id="x", model="echo", provider="mock")
@@ -47,21 +53,24 @@ class Bare(inference_pb2_grpc.InferenceServiceServicer):
         return reply
 
 
-async def measure(target: str, calls: int, concurrency: int) -> tuple[float, float, float]:
+async def measure(
+    target: str, calls: int, concurrency: int, key: str | None = None
+) -> tuple[float, float, float]:
     """Return (median µs per sequential call, p99 µs, calls/s at the given concurrency)."""
+    metadata = (("authorization", f"Bearer {key}"),) if key else None
     async with grpc.aio.insecure_channel(target) as channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
         for _ in range(200):
-            await stub.Chat(REQUEST)
+            await stub.Chat(REQUEST, metadata=metadata)
         samples = []
         for _ in range(calls):
             started = time.perf_counter()
-            await stub.Chat(REQUEST)
+            await stub.Chat(REQUEST, metadata=metadata)
             samples.append((time.perf_counter() - started) * 1e6)
 
         async def worker(n: int) -> None:
             for _ in range(n):
-                await stub.Chat(REQUEST)
+                await stub.Chat(REQUEST, metadata=metadata)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker(calls // concurrency) for _ in range(concurrency)))
@@ -79,27 +88,56 @@ async def bare_server() -> tuple[grpc.aio.Server, int]:
 
 
 async def main(calls: int, concurrency: int, rounds: int) -> None:
-    async def start_bare() -> tuple[Callable[[], Awaitable[None]], int]:
+    async def start_bare() -> Started:
         server, port = await bare_server()
-        return (lambda: server.stop(0)), port
+        return (lambda: server.stop(0)), port, None
 
-    async def start_gateway(access_log: bool) -> tuple[Callable[[], Awaitable[None]], int]:
+    async def start_gateway(access_log: bool) -> Started:
         config = parse_config(CONFIG.format(access_log=str(access_log).lower()))
         gateway = await create_server(config, host="127.0.0.1", port=0)
-        return (lambda: gateway.stop(grace=0)), gateway.port
+        return (lambda: gateway.stop(grace=0)), gateway.port, None
 
-    starters: list[tuple[str, Callable[[], Awaitable[tuple[Callable[[], Awaitable[None]], int]]]]]
+    async def start_secured() -> Started:
+        # Auth on: a consumer's API key (cached after the first call) and an approved
+        # subscription (cached too), as a production caller meets them.
+        folder = tempfile.mkdtemp(prefix="unigate-bench-")
+        text = CONFIG.format(access_log="true").replace("auth: {enabled: false}", "")
+        config = parse_config(text + f"store: {{url: 'sqlite:///{folder}/bench.db'}}\n")
+        gateway = await create_server(config, host="127.0.0.1", port=0)
+        store = gateway.security.store
+        assert store is not None
+        tenant = await store.create_tenant("bench")
+        consumer = await store.create_consumer(tenant.id, "bench")
+        await store.upsert_service(tenant.id, "mock", requires_approval=False)
+        await store.request_subscription(consumer.id, "mock")
+        key = generate_key()
+        await store.create_key(
+            key_id=key.key_id,
+            secret_hash=key.secret_hash,
+            name="bench",
+            tenant_id=tenant.id,
+            consumer_id=consumer.id,
+        )
+
+        async def stop() -> None:
+            await gateway.stop(grace=0)
+            shutil.rmtree(folder, ignore_errors=True)
+
+        return stop, gateway.port, key.key
+
+    starters: list[tuple[str, Callable[[], Awaitable[Started]]]]
     starters = [
         ("bare grpc.aio", start_bare),
         ("gateway", lambda: start_gateway(True)),
         ("gateway, no access log", lambda: start_gateway(False)),
+        ("gateway, auth + access", start_secured),
     ]
     # Rounds alternate the order so that drift in machine load hits every server alike.
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in starters}
     for round_ in range(rounds):
         for name, start in starters if round_ % 2 == 0 else starters[::-1]:
-            stop, port = await start()
-            results[name].append(await measure(f"127.0.0.1:{port}", calls, concurrency))
+            stop, port, key = await start()
+            results[name].append(await measure(f"127.0.0.1:{port}", calls, concurrency, key))
             await stop()
 
     print(f"{rounds} rounds x {calls} unary Chat calls per server, one process, uvloop;")
@@ -113,6 +151,8 @@ async def main(calls: int, concurrency: int, rounds: int) -> None:
     bare = summary["bare grpc.aio"]
     for name, median in list(summary.items())[1:]:
         print(f"{name}: adds {median - bare:.0f} µs per call over bare gRPC ({bare:.0f} µs)")
+    auth = summary["gateway, auth + access"] - summary["gateway"]
+    print(f"auth + access checks (cached key and subscription): {auth:.0f} µs per call")
 
 
 if __name__ == "__main__":

@@ -199,3 +199,21 @@ async def test_a_mapped_client_certificate_authenticates(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call("spiffe://example.org/ns/prod/sa/stranger")
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_jwt_for_a_missing_or_disabled_consumer_fails(world: World) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await chat(world, world.token(sub="con_does_not_exist"))
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_info(caught.value).reason == "INVALID_TOKEN"
+    store = world.gateway.gateway.security.store
+    assert store is not None
+    await store.update_consumer(world.consumer, disabled=True)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await chat(world, world.token())
+    assert error_info(caught.value).reason == "DISABLED_CONSUMER"
+    await store.update_consumer(world.consumer, disabled=False)
+    await store.update_tenant(world.tenant, disabled=True)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await chat(world, world.token())
+    assert error_info(caught.value).reason == "DISABLED_TENANT"

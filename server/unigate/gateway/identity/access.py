@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import grpc
 
 from unigate.gateway.errors import GatewayError, Reason
-from unigate.gateway.identity.principal import Principal
+from unigate.gateway.identity.errors import AuthError, AuthReason
+from unigate.gateway.identity.principal import Principal, Via
 from unigate.gateway.store.base import NotFoundError, Store
 from unigate.gateway.store.models import SubscriptionStatus
 
@@ -36,6 +37,7 @@ class AccessPolicy:
         self._clock = clock
         self._services: dict[tuple[str, str], _Entry] = {}
         self._subscriptions: dict[tuple[str, str], _Entry] = {}
+        self._owners: dict[tuple[str, str], _Entry] = {}
         self._visible: dict[str, tuple[frozenset[str], float]] = {}
 
     async def _cached(
@@ -63,6 +65,10 @@ class AccessPolicy:
                 "inference calls need a consumer's credentials; admin credentials only administer",
             )
         tenant_id, consumer_id = principal.tenant_id, principal.consumer_id
+        if principal.via != Via.API_KEY:
+            # A key's owner is checked with the key; a JWT or a certificate only names
+            # its consumer, which must exist in that tenant and be enabled.
+            await self._check_owner(tenant_id, consumer_id)
 
         async def service() -> str:
             try:
@@ -88,6 +94,30 @@ class AccessPolicy:
         if status == SubscriptionStatus.APPROVED:
             return
         raise _denied(alias, status)
+
+    async def _check_owner(self, tenant_id: str, consumer_id: str) -> None:
+        async def state() -> str:
+            try:
+                consumer = await self._store.get_consumer(consumer_id)
+                tenant = await self._store.get_tenant(tenant_id)
+            except NotFoundError:
+                return "unknown"
+            if consumer.tenant_id != tenant_id:
+                return "unknown"
+            if tenant.disabled:
+                return AuthReason.DISABLED_TENANT
+            return AuthReason.DISABLED_CONSUMER if consumer.disabled else "ok"
+
+        verdict = await self._cached(self._owners, (tenant_id, consumer_id), state)
+        if verdict == "ok":
+            return
+        if verdict == "unknown":
+            raise AuthError(
+                AuthReason.INVALID_TOKEN,
+                f"the credential names consumer {consumer_id!r} of tenant {tenant_id!r},"
+                " which does not exist",
+            )
+        raise AuthError(verdict, "the credential's consumer or tenant is disabled")
 
     async def visible_aliases(self, principal: Principal) -> frozenset[str]:
         """The aliases of the caller's tenant's services (all of them for global admins)."""

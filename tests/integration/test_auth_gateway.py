@@ -205,7 +205,7 @@ async def test_a_jwt_for_a_missing_or_disabled_consumer_fails(world: World) -> N
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await chat(world, world.token(sub="con_does_not_exist"))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert error_info(caught.value).reason == "INVALID_TOKEN"
+    assert error_info(caught.value).reason == "UNKNOWN_CONSUMER"
     store = world.gateway.gateway.security.store
     assert store is not None
     await store.update_consumer(world.consumer, disabled=True)

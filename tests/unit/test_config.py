@@ -137,3 +137,10 @@ def test_openai_key_is_trimmed_and_checked_without_being_shown() -> None:
     message = error_of(text, env={"K": "sk-abc 123"})
     assert "providers.o.api_key: contains whitespace or control characters" in message
     assert "sk-abc" not in message
+
+
+def test_mtls_rules_without_client_certificates_are_refused() -> None:
+    rules = "auth: {mtls: {rules: [{common_name: batch, tenant: ten_1, consumer: con_1}]}}\n"
+    assert "auth.mtls.rules: need tls.client_ca_file" in error_of(BASE + rules)
+    tls = "tls: {cert_file: s.pem, key_file: s.key, client_ca_file: ca.pem}\n"
+    assert parse_config(BASE + rules + tls).auth.mtls.rules

@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import ValidationError
 
 from tests.unit.identity_tokens import (
+    AUDIENCE,
+    ISSUER,
     SECRET,
     claims,
     hand_made,
@@ -159,7 +161,7 @@ async def test_garbage_is_malformed() -> None:
 
 async def test_claim_names_are_configurable_and_may_be_nested_or_namespaced() -> None:
     names = {"tenant": "https://example.com/tenant", "consumer": "azp", "roles": "realm.roles"}
-    auth = JwtAuthenticator(settings(claims=names))
+    auth = JwtAuthenticator(settings(claims=names, allowed_roles=["consumer", "tenant_admin"]))
     token = sign(
         claims(
             tenant=None,
@@ -181,7 +183,8 @@ async def test_claim_names_are_configurable_and_may_be_nested_or_namespaced() ->
 
 async def test_roles_as_a_space_separated_string() -> None:
     token = sign(claims(sub=None, roles="tenant_admin other"), SECRET, "HS256")
-    principal = await JwtAuthenticator(settings()).authenticate(token)
+    both = settings(allowed_roles=["consumer", "tenant_admin"])
+    principal = await JwtAuthenticator(both).authenticate(token)
     assert principal.roles == {Role.TENANT_ADMIN}
     assert principal.consumer_id is None and principal.subject == "ten_a"
 
@@ -270,3 +273,19 @@ def test_settings_accept_durations_and_certificates() -> None:
     parsed = settings(leeway="1m", jwks_refresh_interval="250ms")
     assert (parsed.leeway, parsed.jwks_refresh_interval) == (60.0, 0.25)
     assert JwtSettings().enabled is False  # disabled needs no keys
+
+
+async def test_a_token_without_roles_is_no_consumer_unless_consumers_are_allowed() -> None:
+    admins_only = settings(allowed_roles=["tenant_admin"])
+    payload = {"sub": "con_1", "tenant": "ten_1", "exp": int(time.time()) + 60}
+    token = pyjwt.encode({**payload, "iss": ISSUER, "aud": AUDIENCE}, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError, match="none of the roles"):
+        await JwtAuthenticator(admins_only).authenticate(token)
+    principal = await JwtAuthenticator(settings()).authenticate(token)
+    assert principal.roles == {Role.CONSUMER}
+
+
+def test_jwks_must_be_https_except_on_loopback() -> None:
+    with pytest.raises(ValueError, match="https"):
+        settings(algorithms=["RS256"], secret=None, jwks_url="http://idp.example.com/jwks")
+    assert settings(algorithms=["RS256"], secret=None, jwks_url="http://127.0.0.1:9/j").jwks_url

@@ -80,8 +80,8 @@ async def _security(config: GatewayConfig) -> Security:
     keys = KeyAuthenticator.from_settings(store_key_lookup(store), auth.api_keys)
     jwts = JwtAuthenticator(auth.jwt) if auth.jwt.enabled else None
     mtls = MtlsIdentifier(auth.mtls) if auth.mtls.rules else None
-    authenticator = Authenticator(keys, jwts, mtls)
     policy = AccessPolicy(store, ttl=auth.access_cache_ttl)
+    authenticator = Authenticator(keys, jwts, mtls, check_identity=policy.check_identity)
     interceptors: list[grpc.aio.ServerInterceptor] = [
         AuthInterceptor(authenticator),
         AccessInterceptor(policy),

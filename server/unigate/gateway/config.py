@@ -109,7 +109,8 @@ class TlsSettings(_Strict):
     key_file: str
     client_ca_file: str | None = None
     require_client_cert: bool = True
-    """With client_ca_file: refuse clients without a certificate (mTLS), or only ask."""
+    """With client_ca_file: refuse clients without a certificate (mTLS). False asks
+    for none at all (grpc cannot ask without requiring), so mTLS rules then never match."""
 
 
 class AuthSettings(IdentitySettings):
@@ -132,6 +133,19 @@ class GatewayConfig(_Strict):
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     disabled_providers: dict[str, str] = Field(default_factory=dict, exclude=True)
     """Provider blocks left without a credential: name -> why (filled by load_config)."""
+
+    @model_validator(mode="after")
+    def _mtls_rules_need_client_certificates(self) -> GatewayConfig:
+        tls = self.tls
+        if self.auth.mtls.rules and (
+            tls is None or not tls.client_ca_file or not tls.require_client_cert
+        ):
+            raise _KeyedError(
+                "auth.mtls.rules",
+                "need tls.client_ca_file with tls.require_client_cert: true, or no client"
+                " presents a certificate to match",
+            )
+        return self
 
     @model_validator(mode="after")
     def _deployments_name_providers(self) -> GatewayConfig:

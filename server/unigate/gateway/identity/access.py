@@ -65,10 +65,6 @@ class AccessPolicy:
                 "inference calls need a consumer's credentials; admin credentials only administer",
             )
         tenant_id, consumer_id = principal.tenant_id, principal.consumer_id
-        if principal.via != Via.API_KEY:
-            # A key's owner is checked with the key; a JWT or a certificate only names
-            # its consumer, which must exist in that tenant and be enabled.
-            await self._check_owner(tenant_id, consumer_id)
 
         async def service() -> str:
             try:
@@ -95,29 +91,42 @@ class AccessPolicy:
             return
         raise _denied(alias, status)
 
-    async def _check_owner(self, tenant_id: str, consumer_id: str) -> None:
+    async def check_identity(self, principal: Principal) -> None:
+        """A JWT or a certificate only names its tenant and consumer: they must exist,
+        belong together and be enabled (a key's owner is checked with the key)."""
+        if principal.via == Via.API_KEY or principal.tenant_id is None:
+            return
+        tenant_id, consumer_id = principal.tenant_id, principal.consumer_id or ""
+
         async def state() -> str:
             try:
-                consumer = await self._store.get_consumer(consumer_id)
                 tenant = await self._store.get_tenant(tenant_id)
             except NotFoundError:
-                return "unknown"
-            if consumer.tenant_id != tenant_id:
-                return "unknown"
+                return AuthReason.UNKNOWN_TENANT
             if tenant.disabled:
                 return AuthReason.DISABLED_TENANT
+            if not consumer_id:
+                return "ok"
+            try:
+                consumer = await self._store.get_consumer(consumer_id)
+            except NotFoundError:
+                return AuthReason.UNKNOWN_CONSUMER
+            if consumer.tenant_id != tenant_id:
+                return AuthReason.UNKNOWN_CONSUMER
             return AuthReason.DISABLED_CONSUMER if consumer.disabled else "ok"
 
         verdict = await self._cached(self._owners, (tenant_id, consumer_id), state)
         if verdict == "ok":
             return
-        if verdict == "unknown":
-            raise AuthError(
-                AuthReason.INVALID_TOKEN,
-                f"the credential names consumer {consumer_id!r} of tenant {tenant_id!r},"
-                " which does not exist",
-            )
-        raise AuthError(verdict, "the credential's consumer or tenant is disabled")
+        named = (
+            f"consumer {consumer_id!r} of tenant {tenant_id!r}"
+            if consumer_id
+            else (f"tenant {tenant_id!r}")
+        )
+        problem = "does not exist" if verdict.startswith("UNKNOWN") else "is disabled"
+        raise AuthError(
+            verdict, f"the {principal.via.value} credential names {named}, which {problem}"
+        )
 
     async def visible_aliases(self, principal: Principal) -> frozenset[str]:
         """The aliases of the caller's tenant's services (all of them for global admins)."""

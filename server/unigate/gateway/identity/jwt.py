@@ -60,7 +60,7 @@ class HttpJwksFetcher:
             self._session = aiohttp.ClientSession()
         try:
             async with self._session.get(
-                url, timeout=aiohttp.ClientTimeout(total=timeout)
+                url, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
             ) as response:
                 if response.status != 200:
                     raise JwksFetchError(f"{url} answered HTTP {response.status}")
@@ -263,7 +263,7 @@ class JwtAuthenticator:
 
     def _roles(self, value: Any) -> frozenset[Role]:
         if value is None:
-            return frozenset({Role.CONSUMER})
+            value = [Role.CONSUMER.value]  # no roles claim: a consumer, if consumers may be
         names = value.split() if isinstance(value, str) else value
         if not isinstance(names, list):
             names = []

@@ -10,7 +10,8 @@ to ask. Any read that could still see a key unrevoked began before the revocatio
 committed, so a revoked key stops passing in every gateway process within `ttl` (default
 5 s) of the commit. That TTL is the whole bound: no pub/sub or cross-process
 invalidation is needed, and one store read per hot key per process per TTL is its cost.
-`forget(key_id)` drops an entry at once in the process that made the change.
+`forget(key_id)` drops an entry in the process that made the change (a lookup already in
+flight may still store the old verdict; the TTL bound holds regardless).
 
 Expiry and scheduled revocation (`revoked_at` in the future is a rotation's grace
 window: old and new key both pass until then) are compared with the wall clock on

@@ -91,7 +91,7 @@ class JwtSettings(_Strict):
     audience: str | list[str] | None = None
     leeway: Duration = 30.0
     claims: JwtClaimNames = Field(default_factory=JwtClaimNames)
-    allowed_roles: list[Role] = Field(default_factory=lambda: [Role.CONSUMER, Role.TENANT_ADMIN])
+    allowed_roles: list[Role] = Field(default_factory=lambda: [Role.CONSUMER])
     cache_size: int = Field(default=10_000, ge=1)
     jwks_refresh_interval: Duration = 30.0
     jwks_max_age: Duration = 3600.0
@@ -110,8 +110,10 @@ class JwtSettings(_Strict):
     @field_validator("jwks_url")
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
-        if url is not None and not url.startswith(("https://", "http://")):
-            raise ValueError("jwks_url must be an http:// or https:// URL")
+        # Whoever serves the JWKS can mint any token: plain http only on loopback.
+        loopback = ("http://127.0.0.1", "http://localhost", "http://[::1]")
+        if url is not None and not url.startswith(("https://", *loopback)):
+            raise ValueError("jwks_url must be an https:// URL (http:// only on loopback)")
         return url
 
     @field_validator("allowed_roles")

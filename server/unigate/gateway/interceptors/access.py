@@ -13,6 +13,8 @@ from typing import Any
 
 from unigate.gateway import callstate
 from unigate.gateway.identity.access import AccessPolicy
+from unigate.gateway.identity.errors import AuthError, AuthReason
+from unigate.gateway.identity.principal import Principal
 from unigate.gateway.interceptors.base import (
     Context,
     HandlerInterceptor,
@@ -23,6 +25,15 @@ from unigate.v1 import inference_pb2 as pb
 
 INFERENCE = "/unigate.v1.InferenceService/"
 LIST_MODELS = INFERENCE + "ListModels"
+
+
+def _principal() -> Principal:
+    """The caller; the auth interceptor runs first, so its absence is a wiring bug and
+    must fail closed."""
+    principal = callstate.principal.get()
+    if principal is None:
+        raise AuthError(AuthReason.MISSING_CREDENTIALS, "this call needs credentials")
+    return principal
 
 
 class AccessInterceptor(HandlerInterceptor):
@@ -37,10 +48,8 @@ class AccessInterceptor(HandlerInterceptor):
         if method == LIST_MODELS:
 
             async def list_models(request: Any, context: Context) -> Any:
-                principal = callstate.principal.get()
+                principal = _principal()
                 listing: pb.ListModelsResponse = await behavior(request, context)
-                if principal is None:
-                    return listing
                 visible = await policy.visible_aliases(principal)
                 return pb.ListModelsResponse(
                     models=[m for m in listing.models if m.alias in visible]
@@ -49,9 +58,7 @@ class AccessInterceptor(HandlerInterceptor):
             return list_models
 
         async def unary(request: Any, context: Context) -> Any:
-            principal = callstate.principal.get()
-            if principal is not None:
-                await policy.check(principal, request.model)
+            await policy.check(_principal(), request.model)
             return await behavior(request, context)
 
         return unary
@@ -62,9 +69,7 @@ class AccessInterceptor(HandlerInterceptor):
         policy = self._policy
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            principal = callstate.principal.get()
-            if principal is not None:
-                await policy.check(principal, request.model)
+            await policy.check(_principal(), request.model)
             async for response in behavior(request, context):
                 yield response
 

@@ -9,7 +9,7 @@ interceptor outside this one. Health and reflection are never wrapped.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from unigate.gateway import callstate
@@ -17,7 +17,7 @@ from unigate.gateway.identity.errors import AuthError, AuthReason
 from unigate.gateway.identity.jwt import JwtAuthenticator
 from unigate.gateway.identity.keys import KeyAuthenticator, KeyRecord, looks_like_key
 from unigate.gateway.identity.mtls import MtlsIdentifier
-from unigate.gateway.identity.principal import Principal
+from unigate.gateway.identity.principal import Principal, Via
 from unigate.gateway.interceptors.base import (
     Context,
     HandlerInterceptor,
@@ -49,12 +49,21 @@ class Authenticator:
         keys: KeyAuthenticator,
         jwts: JwtAuthenticator | None = None,
         mtls: MtlsIdentifier | None = None,
+        *,
+        check_identity: Callable[[Principal], Awaitable[None]] | None = None,
     ) -> None:
         self._keys = keys
         self._jwts = jwts
         self._mtls = mtls
+        self._check_identity = check_identity
 
     async def authenticate(self, context: Context) -> Principal:
+        principal = await self._identify(context)
+        if principal.via != Via.API_KEY and self._check_identity is not None:
+            await self._check_identity(principal)
+        return principal
+
+    async def _identify(self, context: Context) -> Principal:
         credential = _credential(context.invocation_metadata())
         if credential is not None:
             if looks_like_key(credential):

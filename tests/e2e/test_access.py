@@ -161,16 +161,29 @@ def test_approval_flow(deployment: Deployment) -> None:
     code, out = d.grpcurl_call("unigate.v1.InferenceService/ListModels", {}, key)
     assert [m["alias"] for m in json_messages(out)[0]["models"]] == ["mock"]
 
-    d.admin("keys", "revoke", created["api_key"]["id"])
-    revoked_at = time.monotonic()
-    while time.monotonic() - revoked_at < 5:
-        code, out = d.grpcurl_call(CHAT, chat_body("still?"), key)
-        if code != 0:
-            break
-        time.sleep(0.2)
-    assert "Code: Unauthenticated" in out and reason_of(out) == "REVOKED_API_KEY"
-    # The configured bound here is 1 s (auth.api_keys.cache_ttl), plus grpcurl's own time.
-    assert time.monotonic() - revoked_at < 3
+    # A second gateway process on the same store: the revocation below goes through the
+    # first, so only the documented cache bound (auth.api_keys.cache_ttl, 1 s here) ends
+    # the key's life in the second.
+    other = launch(d.config_path, d.config_path.parent / "second.log")
+    try:
+        second = Deployment(other, d.config_path, d.admin_key, d.grpcurl)
+        code, out = second.grpcurl_call(CHAT, chat_body("warm the cache"), key)
+        assert code == 0, out
+        d.admin("keys", "revoke", created["api_key"]["id"])
+        revoked_at = time.monotonic()
+        while time.monotonic() - revoked_at < 5:
+            code, out = second.grpcurl_call(CHAT, chat_body("still?"), key)
+            if code != 0:
+                break
+            time.sleep(0.1)
+        assert "Code: Unauthenticated" in out and reason_of(out) == "REVOKED_API_KEY"
+        # 1 s of cache, plus one grpcurl start-up (~0.1-0.3 s) on either side.
+        assert time.monotonic() - revoked_at < 2.5
+        # In the process that revoked it, the key fails at once.
+        code, out = d.grpcurl_call(CHAT, chat_body("here?"), key)
+        assert reason_of(out) == "REVOKED_API_KEY"
+    finally:
+        other.stop()
 
 
 def test_consumer_cannot_administer(deployment: Deployment) -> None:

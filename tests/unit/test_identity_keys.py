@@ -349,3 +349,35 @@ async def test_forget_drops_the_entry_at_once(auth: KeyAuthenticator, lookup: Fa
     lookup.put(key_id, key, revoked_at=WALL_START)
     auth.forget(key_id)
     assert await reason_of(auth, key) == AuthReason.REVOKED_API_KEY
+
+
+async def test_made_up_keys_cannot_evict_real_ones() -> None:
+    from unigate.gateway.identity.keys import KeyAuthenticator, KeyRecord, generate_key
+    from unigate.gateway.store.models import ApiKey
+
+    real = generate_key()
+    record = KeyRecord(
+        ApiKey(
+            id=real.key_id,
+            tenant_id="ten_1",
+            consumer_id="con_1",
+            admin_id=None,
+            name="k",
+            secret_hash=real.secret_hash,
+            created_at=0.0,
+        )
+    )
+    lookups: list[str] = []
+
+    async def lookup(key_id: str, /) -> KeyRecord | None:
+        lookups.append(key_id)
+        return record if key_id == real.key_id else None
+
+    auth = KeyAuthenticator(lookup, ttl=60, cache_size=20)
+    await auth.authenticate(real.key)
+    for _ in range(50):
+        with pytest.raises(AuthError):
+            await auth.authenticate(generate_key().key)
+    lookups.clear()
+    await auth.authenticate(real.key)
+    assert lookups == [], "the real key was evicted by made-up ones"

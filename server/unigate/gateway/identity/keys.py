@@ -148,6 +148,8 @@ class KeyAuthenticator:
         self._clock = clock
         self._wall_clock = wall_clock
         self._cache: TtlLru[str, _Entry] = TtlLru(cache_size)
+        # Unknown ids live apart, so a flood of made-up keys cannot push real ones out.
+        self._unknown: TtlLru[str, _Entry] = TtlLru(max(cache_size // 10, 1))
         self._flights: SingleFlight[str, _Entry] = SingleFlight()
 
     @classmethod
@@ -161,7 +163,8 @@ class KeyAuthenticator:
         if parsed is None:
             raise AuthError(AuthReason.MALFORMED_CREDENTIALS, f"an API key looks like {_KEY_SHAPE}")
         key_id, secret = parsed
-        entry = self._cache.get(key_id, self._clock())
+        now = self._clock()
+        entry = self._cache.get(key_id, now) or self._unknown.get(key_id, now)
         if entry is None:
             entry = await self._flights.run(key_id, partial(self._load, key_id))
         return self._check(entry, key_id, secret)
@@ -169,12 +172,13 @@ class KeyAuthenticator:
     def forget(self, key_id: str) -> None:
         """Drop what this process remembers about a key (e.g. right after revoking it)."""
         self._cache.discard(key_id)
+        self._unknown.discard(key_id)
 
     async def _load(self, key_id: str) -> _Entry:
         asked_at = self._clock()  # the TTL counts from before the read: the bound holds
         record = await self._lookup(key_id)
         entry = _Entry(record, _principal_for(record.key) if record else None)
-        self._cache.put(key_id, entry, asked_at + self._ttl)
+        (self._cache if record else self._unknown).put(key_id, entry, asked_at + self._ttl)
         return entry
 
     def _check(self, entry: _Entry, key_id: str, secret: str) -> Principal:

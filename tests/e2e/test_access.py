@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt as pyjwt
 import pytest
 import yaml
 
@@ -195,3 +196,63 @@ def test_consumer_cannot_administer(deployment: Deployment) -> None:
     assert "Code: PermissionDenied" in out and reason_of(out) == "ADMIN_ROLE_REQUIRED"
     _, out = d.grpcurl_call(ADMIN + "ListTenants", {}, "ug_" + "a" * 12 + "_" + "b" * 43)
     assert "Code: Unauthenticated" in out and reason_of(out) == "INVALID_API_KEY"
+
+
+def test_tenant_admins_cannot_reach_another_tenant(deployment: Deployment) -> None:
+    d = deployment
+    acme = d.admin("tenants", "create", "acme-iso")["tenant"]["id"]
+    globex = d.admin("tenants", "create", "globex-iso")["tenant"]["id"]
+    secret_consumer = d.admin("consumers", "create", "secret-app", "--tenant", globex)
+    admin = d.admin("admins", "create", "acme-ops", "--tenant", acme)["admin"]
+    key = d.admin("keys", "create", "--admin", admin["id"])["secret"]
+
+    code, out = d.grpcurl_call(ADMIN + "GetTenant", {"tenant_id": globex}, key)
+    assert "Code: NotFound" in out and reason_of(out) == "RESOURCE_NOT_FOUND"
+    _, missing = d.grpcurl_call(ADMIN + "GetTenant", {"tenant_id": "ten_nonexistent"}, key)
+    assert out.split("Details")[0].replace(globex, "X") == missing.split("Details")[0].replace(
+        "ten_nonexistent", "X"
+    ), "another tenant's record must look exactly like a missing one"
+
+    consumer_id = secret_consumer["consumer"]["id"]
+    _, out = d.grpcurl_call(ADMIN + "GetConsumer", {"consumer_id": consumer_id}, key)
+    assert "Code: NotFound" in out
+    code, out = d.grpcurl_call(ADMIN + "ListConsumers", {"tenant_id": globex}, key)
+    assert consumer_id not in out
+    code, out = d.grpcurl_call(ADMIN + "ListTenants", {}, key)
+    assert code == 0, out
+    assert globex not in out and acme in out
+
+
+def test_bad_jwts_through_grpcurl(tmp_path: Path, grpcurl: str) -> None:
+    secret = "e2e-jwt-secret-at-least-32-bytes-long"
+    config = {
+        "auth": {
+            "jwt": {"enabled": True, "algorithms": ["HS256"], "secret": secret, "audience": "ug"}
+        },
+        "store": {"url": f"sqlite:///{tmp_path}/unigate.db"},
+        "providers": {"m": {"kind": "mock"}},
+        "models": {"mock": {"deployments": [{"provider": "m", "model": "echo"}]}},
+    }
+    path = tmp_path / "jwt.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    gateway = launch(path, tmp_path / "jwt.log")
+    d = Deployment(gateway, path, "", grpcurl)
+    base = {"sub": "con_x", "tenant": "ten_x", "aud": "ug", "exp": int(time.time()) + 600}
+    cases = {
+        "EXPIRED_TOKEN": pyjwt.encode({**base, "exp": int(time.time()) - 600}, secret, "HS256"),
+        "INVALID_TOKEN": pyjwt.encode(base, "another-secret-that-is-32-bytes-long", "HS256"),
+    }
+    wrong_audience = pyjwt.encode({**base, "aud": "other"}, secret, "HS256")
+    alg_none = pyjwt.encode(base, None, "none")
+    try:
+        for reason, token in cases.items():
+            _, out = d.grpcurl_call(CHAT, chat_body("hi"), token)
+            assert "Code: Unauthenticated" in out and reason_of(out) == reason, out
+        for token in (wrong_audience, alg_none):
+            _, out = d.grpcurl_call(CHAT, chat_body("hi"), token)
+            assert "Code: Unauthenticated" in out and reason_of(out) == "INVALID_TOKEN", out
+        # A well-signed token for a consumer the store does not know is refused too.
+        _, out = d.grpcurl_call(CHAT, chat_body("hi"), pyjwt.encode(base, secret, "HS256"))
+        assert "Code: Unauthenticated" in out and reason_of(out) == "UNKNOWN_TENANT", out
+    finally:
+        gateway.stop()

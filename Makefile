@@ -77,3 +77,4 @@ clean:
 bench: $(STAMP)
 	$(BIN)/python bench/chain_overhead.py
 	$(BIN)/python bench/auth_check.py
+	$(BIN)/python bench/quota.py

@@ -30,11 +30,16 @@ from unigate.gateway.interceptors.access_log import AccessLogInterceptor
 from unigate.gateway.interceptors.auth import Authenticator, AuthInterceptor, store_key_lookup
 from unigate.gateway.interceptors.errors import ErrorInterceptor
 from unigate.gateway.interceptors.inflight import InFlight, InFlightInterceptor
+from unigate.gateway.interceptors.quota import QuotaInterceptor
 from unigate.gateway.interceptors.request_id import RequestIdInterceptor
 from unigate.gateway.observability.access import AccessLog
 from unigate.gateway.providers.base import Provider
 from unigate.gateway.providers.registry import PROVIDER_KINDS
 from unigate.gateway.providers.transport import HttpTransport, TransportLimits
+from unigate.gateway.quota.base import QuotaBackend
+from unigate.gateway.quota.memory import MemoryQuota
+from unigate.gateway.quota.redis_backend import RedisQuota
+from unigate.gateway.quota.resilient import ResilientQuota
 from unigate.gateway.routing.router import Router, build_router
 from unigate.gateway.services.admin import AdminService
 from unigate.gateway.services.inference import InferenceService
@@ -62,6 +67,20 @@ class Security:
             await self.authenticator.close()
         if self.store is not None:
             await self.store.close()
+
+
+def _quota(config: GatewayConfig) -> QuotaInterceptor | None:
+    """The quota interceptor, when any policy is configured."""
+    settings = config.quotas
+    if not settings.policies:
+        return None
+    backend: QuotaBackend
+    if settings.backend == "memory":
+        backend = MemoryQuota()
+    else:
+        redis = RedisQuota(settings.redis_url, prefix=settings.key_prefix, timeout=settings.timeout)
+        backend = ResilientQuota(redis, MemoryQuota(), mode=settings.on_redis_failure)
+    return QuotaInterceptor(backend, settings.policies, settings.prices)
 
 
 async def _security(config: GatewayConfig) -> Security:
@@ -103,6 +122,7 @@ class Gateway:
     inflight: InFlight
     security: Security
     access_log: AccessLog | None = None
+    quota: QuotaInterceptor | None = None
 
     async def stop(self, grace: float | None = None, *, hurry: asyncio.Event | None = None) -> None:
         """Drain: health NOT_SERVING; after drain_delay, refuse new calls; let in-flight
@@ -123,6 +143,8 @@ class Gateway:
         await self.server.stop(0)
         if self.access_log is not None:
             await self.access_log.close()
+        if self.quota is not None:
+            await self.quota.close()
         await asyncio.gather(*(p.close() for p in self.providers.values()))
         await self.security.close()
         await self.transport.close()
@@ -251,6 +273,9 @@ async def create_server(
         interceptors.append(AccessLogInterceptor(access_log))
     security = await _security(config)
     interceptors.extend(security.interceptors)
+    quota = _quota(config)
+    if quota is not None:
+        interceptors.append(quota)
     server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))
 
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(
@@ -285,7 +310,17 @@ async def create_server(
     for service in ("", *services):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
     return Gateway(
-        server, bound, config, health, transport, providers, router, inflight, security, access_log
+        server,
+        bound,
+        config,
+        health,
+        transport,
+        providers,
+        router,
+        inflight,
+        security,
+        access_log,
+        quota,
     )
 
 

@@ -10,3 +10,6 @@ if TYPE_CHECKING:
 
 request_id: ContextVar[str] = ContextVar("unigate_request_id", default="")
 principal: ContextVar[Principal | None] = ContextVar("unigate_principal", default=None)
+# Trailing metadata that inner layers add (x-ratelimit-*); the request-id interceptor
+# sends it with the answer, the error interceptor with a failure.
+trailers: ContextVar[list[tuple[str, str]] | None] = ContextVar("unigate_trailers", default=None)

@@ -27,6 +27,7 @@ from unigate.gateway.config_types import Duration
 from unigate.gateway.identity.settings import IdentitySettings
 from unigate.gateway.providers.base import ProviderSettings
 from unigate.gateway.providers.registry import PROVIDER_KINDS
+from unigate.gateway.quota.policy import QuotaSettings
 
 
 class ConfigError(Exception):
@@ -129,6 +130,7 @@ class GatewayConfig(_Strict):
     store: StoreSettings = StoreSettings()
     tls: TlsSettings | None = None
     auth: AuthSettings = AuthSettings()
+    quotas: QuotaSettings = QuotaSettings()
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     disabled_providers: dict[str, str] = Field(default_factory=dict, exclude=True)

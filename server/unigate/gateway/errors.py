@@ -48,6 +48,11 @@ class Reason:
     SUBSCRIPTION_PENDING = "SUBSCRIPTION_PENDING"
     SUBSCRIPTION_REJECTED = "SUBSCRIPTION_REJECTED"
     SUBSCRIPTION_REVOKED = "SUBSCRIPTION_REVOKED"
+    RATE_LIMITED = "RATE_LIMITED"
+    TOKEN_QUOTA_EXCEEDED = "TOKEN_QUOTA_EXCEEDED"
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+    CONCURRENCY_LIMITED = "CONCURRENCY_LIMITED"
+    QUOTA_BACKEND_UNAVAILABLE = "QUOTA_BACKEND_UNAVAILABLE"
     RESOURCE_NOT_FOUND = "RESOURCE_NOT_FOUND"
     RESOURCE_ALREADY_EXISTS = "RESOURCE_ALREADY_EXISTS"
     RESOURCE_STATE_CONFLICT = "RESOURCE_STATE_CONFLICT"
@@ -72,6 +77,7 @@ class GatewayError(Exception):
     metadata: Mapping[str, str] = field(default_factory=dict)
     field_violations: Sequence[FieldViolation] = ()
     retry_after: float | None = None
+    quota_violations: Sequence[tuple[str, str]] = ()  # (subject, description)
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -93,6 +99,15 @@ class GatewayError(Exception):
                             field=v.field, description=v.description
                         )
                         for v in self.field_violations
+                    ]
+                )
+            )
+        if self.quota_violations:
+            details.append(
+                error_details_pb2.QuotaFailure(
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(subject=s, description=d)
+                        for s, d in self.quota_violations
                     ]
                 )
             )

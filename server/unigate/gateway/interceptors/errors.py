@@ -37,7 +37,11 @@ async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
             f"internal error; quote request id {rid} when reporting it",
         )
     status = exc.to_status()
-    trailers = (*status.trailing_metadata, (REQUEST_ID_HEADER, callstate.request_id.get()))
+    trailers = (
+        *status.trailing_metadata,
+        (REQUEST_ID_HEADER, callstate.request_id.get()),
+        *(callstate.trailers.get() or ()),
+    )
     await context.abort(status.code, status.details, trailers)
     raise AssertionError("abort returned")  # pragma: no cover
 

@@ -43,8 +43,10 @@ class RequestIdInterceptor(HandlerInterceptor):
         async def unary(request: Any, context: Context) -> Any:
             rid = _incoming(context)
             callstate.request_id.set(rid)
+            extra: list[tuple[str, str]] = []
+            callstate.trailers.set(extra)
             response = await behavior(request, context)
-            context.set_trailing_metadata(((HEADER, rid),))
+            context.set_trailing_metadata(((HEADER, rid), *extra))
             return response
 
         return unary
@@ -53,11 +55,15 @@ class RequestIdInterceptor(HandlerInterceptor):
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             rid = _incoming(context)
             callstate.request_id.set(rid)
+            extra: list[tuple[str, str]] = []
+            callstate.trailers.set(extra)
             first = True
             async for response in behavior(request, context):
                 if first:
                     await context.send_initial_metadata(((HEADER, rid),))
                     first = False
                 yield response
+            if extra:
+                context.set_trailing_metadata(tuple(extra))
 
         return stream

@@ -61,7 +61,7 @@ class Decision:
         """The state with the least room left, relative to its limit."""
         if not self.states:
             return None
-        return min(self.states, key=lambda s: s.remaining / s.limit if s.limit else 0.0)
+        return min(self.states, key=lambda s: s.remaining / s.limit.limit if s.limit.limit else 0.0)
 
     @property
     def retry_after(self) -> float:

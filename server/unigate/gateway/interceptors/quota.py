@@ -1,0 +1,166 @@
+"""Quotas and rate limits on every inference call, against every policy that fits it.
+
+Before the call: one `admit` (one Redis round trip at most) counts the request,
+takes concurrency slots and checks token and spend budgets. After it, however it
+ends (answer, error, cancel): one `settle` adds the tokens and cost it used and
+gives the slots back. A refusal is RESOURCE_EXHAUSTED with QuotaFailure and
+RetryInfo; every answer carries x-ratelimit-* trailers for the tightest limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from unigate.gateway import callstate
+from unigate.gateway.errors import GatewayError, Reason
+from unigate.gateway.interceptors.base import (
+    Context,
+    HandlerInterceptor,
+    StreamBehavior,
+    UnaryBehavior,
+)
+from unigate.gateway.quota.base import Decision, Kind, Lease, Limit, QuotaBackend, QuotaUnavailable
+from unigate.gateway.quota.policy import Policy, Price, cost_of, limits_for, subjects_of
+
+log = logging.getLogger("unigate.quota")
+
+INFERENCE = "/unigate.v1.InferenceService/"
+LIST_MODELS = INFERENCE + "ListModels"
+_REASONS = {
+    Kind.REQUESTS: Reason.RATE_LIMITED,
+    Kind.TOKENS: Reason.TOKEN_QUOTA_EXCEEDED,
+    Kind.SPEND: Reason.BUDGET_EXCEEDED,
+    Kind.CONCURRENCY: Reason.CONCURRENCY_LIMITED,
+}
+
+
+def _headers(decision: Decision) -> list[tuple[str, str]]:
+    state = decision.tightest
+    if state is None:
+        return []
+    name = state.limit.name.replace("_", "-")
+    return [
+        (f"x-ratelimit-limit-{name}", f"{state.limit.limit:g}"),
+        (f"x-ratelimit-remaining-{name}", f"{max(state.remaining, 0):g}"),
+        (f"x-ratelimit-reset-{name}", f"{state.reset_after:.3f}"),
+    ]
+
+
+def _refusal(decision: Decision) -> GatewayError:
+    first = decision.violated[0].limit
+    described = [
+        (s.limit.subject, f"{s.limit.name} {s.limit.limit:g} exceeded") for s in decision.violated
+    ]
+    retry = decision.retry_after
+    return GatewayError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        _REASONS[first.kind],
+        f"{first.name} of {first.limit:g} for {first.subject} is used up; retry in {retry:.1f} s",
+        metadata={"limit": first.name, "subject": first.subject},
+        retry_after=retry,
+        quota_violations=described,
+    )
+
+
+class QuotaInterceptor(HandlerInterceptor):
+    def __init__(
+        self, backend: QuotaBackend, policies: Sequence[Policy], prices: Mapping[str, Price]
+    ) -> None:
+        super().__init__()
+        self._backend = backend
+        self._policies = list(policies)
+        self._prices = dict(prices)
+        self._settling: set[asyncio.Task[None]] = set()
+
+    def _limits(self, request: Any) -> list[Limit]:
+        subjects = subjects_of(callstate.principal.get(), request.model, "")
+        return limits_for(self._policies, subjects)
+
+    async def _admit(self, limits: list[Limit]) -> Decision:
+        try:
+            decision = await self._backend.admit(limits)
+        except QuotaUnavailable as exc:
+            raise GatewayError(
+                grpc.StatusCode.UNAVAILABLE,
+                Reason.QUOTA_BACKEND_UNAVAILABLE,
+                "quota counters are unreachable and the gateway is set to fail closed; retry",
+            ) from exc
+        trailers = callstate.trailers.get()
+        if trailers is not None:
+            trailers.extend(_headers(decision))
+        if not decision.allowed:
+            raise _refusal(decision)
+        return decision
+
+    def _settle(self, lease: Lease, alias: str, usage: Any) -> None:
+        tokens, cost = 0, 0.0
+        if usage is not None:
+            tokens = usage.input_tokens + usage.output_tokens
+            cost = cost_of(
+                self._prices,
+                alias,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cached_input_tokens,
+            )
+        # A task of its own: it must run even when the call was cancelled.
+        task = asyncio.ensure_future(self._backend.settle(lease, tokens=tokens, cost=cost))
+        self._settling.add(task)
+        task.add_done_callback(self._settled)
+
+    async def close(self) -> None:
+        """Let the charges of finished calls land, then close the backend."""
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
+        await self._backend.close()
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._settling.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("quota settle failed: %r", task.exception())
+
+    def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+        if not method.startswith(INFERENCE) or method == LIST_MODELS:
+            return behavior
+
+        async def unary(request: Any, context: Context) -> Any:
+            limits = self._limits(request)
+            if not limits:
+                return await behavior(request, context)
+            decision = await self._admit(limits)
+            usage = None
+            try:
+                response = await behavior(request, context)
+                usage = response.usage if response.HasField("usage") else None
+                return response
+            finally:
+                self._settle(decision.lease, request.model, usage)
+
+        return unary
+
+    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
+        if not method.startswith(INFERENCE):
+            return behavior
+
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            limits = self._limits(request)
+            if not limits:
+                async for response in behavior(request, context):
+                    yield response
+                return
+            decision = await self._admit(limits)
+            usage = None
+            try:
+                async for response in behavior(request, context):
+                    if response.HasField("usage"):
+                        usage = response.usage
+                    yield response
+            finally:
+                self._settle(decision.lease, request.model, usage)
+
+        return stream

@@ -28,7 +28,7 @@ from unigate.gateway.interceptors.base import (
     UnaryBehavior,
 )
 from unigate.gateway.interceptors.errors import ErrorInterceptor
-from unigate.gateway.services.admin import AdminService
+from unigate.gateway.services.admin import AdminService, QuotaView
 from unigate.gateway.store.base import NotFoundError
 from unigate.gateway.store.models import Role
 from unigate.gateway.store.sqlite import SqliteStore
@@ -122,7 +122,9 @@ def as_(spec: str) -> tuple[tuple[str, str], ...]:
     return ((PRINCIPAL_HEADER, spec),)
 
 
-async def start_admin_server(path: str = ":memory:") -> tuple[grpc.aio.Server, AdminServer]:
+async def start_admin_server(
+    path: str = ":memory:", quotas: QuotaView | None = None
+) -> tuple[grpc.aio.Server, AdminServer]:
     store = SqliteStore(path)
     await store.open()
 
@@ -139,7 +141,7 @@ async def start_admin_server(path: str = ":memory:") -> tuple[grpc.aio.Server, A
 
     keys = KeyAuthenticator(lookup, ttl=0.0)
     server = grpc.aio.server(interceptors=[ErrorInterceptor(), TestPrincipalInterceptor(keys)])
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(store), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(store, quotas=quotas), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

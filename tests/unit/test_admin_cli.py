@@ -198,6 +198,8 @@ async def test_bad_key_and_unreachable_gateway_exit_1(
         ["subscriptions", "list", "--status", "maybe"],
         ["keys", "rotate", "k", "--grace", "soon"],
         ["tenants", "list", "--output", "xml"],
+        ["quotas", "usage", "--id", "ten_1"],
+        ["quotas", "reset", "--scope", "planet", "--id", "x"],
     ],
 )
 async def test_usage_errors_exit_2(cli: Cli, argv: list[str]) -> None:
@@ -216,3 +218,13 @@ async def test_usage_errors_found_after_parsing_exit_2(
     monkeypatch.delenv(admin_cli.KEY_ENV)
     keyless = await cli.run("tenants", "list")
     assert keyless.code == 2 and admin_cli.KEY_ENV in keyless.err
+
+
+async def test_quotas_without_policies_exit_1_with_the_reason(cli: Cli) -> None:
+    tenant = (await cli.json("tenants", "create", "acme"))["tenant"]["id"]  # type: ignore[index]
+    usage = await cli.run("quotas", "usage", "--scope", "tenant", "--id", str(tenant))
+    assert usage.code == 1
+    assert usage.err.startswith("unigate admin: FAILED_PRECONDITION: no quota policies")
+    assert "QUOTAS_NOT_CONFIGURED" in usage.err
+    reset = await cli.run("quotas", "reset", "--scope", "global")
+    assert reset.code == 1 and "FAILED_PRECONDITION" in reset.err

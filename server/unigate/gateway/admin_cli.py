@@ -48,7 +48,7 @@ def _common_parents() -> list[argparse.ArgumentParser]:
 def add_admin_parser(subparsers: Any) -> None:
     """Add `admin` and its commands to the `unigate` command's subparsers."""
     admin = subparsers.add_parser(
-        "admin", help="administer tenants, consumers, keys, services and subscriptions"
+        "admin", help="administer tenants, consumers, keys, services, subscriptions and quotas"
     )
     groups = admin.add_subparsers(dest="admin_group", required=True, metavar="GROUP")
     add_rpc_commands(groups, _common_parents(), _run_rpc)

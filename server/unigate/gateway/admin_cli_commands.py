@@ -25,6 +25,15 @@ STATUSES = {
     "revoked": pb.SUBSCRIPTION_STATUS_REVOKED,
 }
 
+QUOTA_SCOPES = {
+    "key": pb.QUOTA_SCOPE_KEY,
+    "consumer": pb.QUOTA_SCOPE_CONSUMER,
+    "tenant": pb.QUOTA_SCOPE_TENANT,
+    "alias": pb.QUOTA_SCOPE_ALIAS,
+    "deployment": pb.QUOTA_SCOPE_DEPLOYMENT,
+    "global": pb.QUOTA_SCOPE_GLOBAL,
+}
+
 Build = Callable[[argparse.Namespace], Message]
 
 
@@ -86,6 +95,11 @@ def _expiry_flags(parser: argparse.ArgumentParser) -> None:
     flags = parser.add_mutually_exclusive_group()
     flags.add_argument("--expires-in", type=_duration, help="a duration: 30m, 12h, 2160h")
     flags.add_argument("--expires-at", type=_time, help="ISO 8601, e.g. 2030-01-31T00:00:00Z")
+
+
+def _quota_subject(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scope", required=True, choices=list(QUOTA_SCOPES))
+    parser.add_argument("--id", help="a key, consumer or tenant id, an alias or a deployment")
 
 
 def _update_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -270,3 +284,19 @@ def add_rpc_commands(
     p.add_argument("--tenant")
     p.add_argument("--consumer")
     p.add_argument("--status", action="append", choices=sorted(STATUSES))
+
+    quotas = groups.add_parser("quotas", help="quota usage").add_subparsers(required=True)
+    p = command(
+        quotas,
+        "usage",
+        "GetQuotaUsage",
+        lambda a: pb.GetQuotaUsageRequest(scope=QUOTA_SCOPES[a.scope], id=a.id or ""),
+    )
+    _quota_subject(p)
+    p = command(
+        quotas,
+        "reset",
+        "ResetQuotaUsage",
+        lambda a: pb.ResetQuotaUsageRequest(scope=QUOTA_SCOPES[a.scope], id=a.id or ""),
+    )
+    _quota_subject(p)

@@ -69,6 +69,11 @@ def _cell(record: Message, field: Field) -> str:
         and field.message_type.full_name == "google.protobuf.Timestamp"
     ):
         return format_time(value) if record.HasField(field.name) else ""
+    if (
+        field.message_type is not None
+        and field.message_type.full_name == "google.protobuf.Duration"
+    ):
+        return f"{value.ToNanoseconds() / 1e9:g}s" if record.HasField(field.name) else ""
     if field.enum_type is not None:
         name: str = field.enum_type.values_by_number[value].name
         prefix = _enum_prefix(field.enum_type.name)

@@ -41,7 +41,7 @@ from unigate.gateway.quota.memory import MemoryQuota
 from unigate.gateway.quota.redis_backend import RedisQuota
 from unigate.gateway.quota.resilient import ResilientQuota
 from unigate.gateway.routing.router import Router, build_router
-from unigate.gateway.services.admin import AdminService
+from unigate.gateway.services.admin import AdminService, QuotaView
 from unigate.gateway.services.inference import InferenceService
 from unigate.gateway.services.reflection import enable_reflection
 from unigate.gateway.store.base import Store
@@ -284,7 +284,8 @@ async def create_server(
     services = [INFERENCE_SERVICE]
     if security.store is not None:
         forget = security.authenticator.forget_key if security.authenticator else None
-        admin = AdminService(security.store, key_changed=forget)
+        view = QuotaView(quota.backend, quota.policies) if quota is not None else None
+        admin = AdminService(security.store, key_changed=forget, quotas=view)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
         services.append(ADMIN_SERVICE)
     health = health_aio.HealthServicer()

@@ -18,11 +18,41 @@ class SubscriptionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SUBSCRIPTION_STATUS_APPROVED: _ClassVar[SubscriptionStatus]
     SUBSCRIPTION_STATUS_REJECTED: _ClassVar[SubscriptionStatus]
     SUBSCRIPTION_STATUS_REVOKED: _ClassVar[SubscriptionStatus]
+
+class QuotaScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUOTA_SCOPE_UNSPECIFIED: _ClassVar[QuotaScope]
+    QUOTA_SCOPE_KEY: _ClassVar[QuotaScope]
+    QUOTA_SCOPE_CONSUMER: _ClassVar[QuotaScope]
+    QUOTA_SCOPE_TENANT: _ClassVar[QuotaScope]
+    QUOTA_SCOPE_ALIAS: _ClassVar[QuotaScope]
+    QUOTA_SCOPE_DEPLOYMENT: _ClassVar[QuotaScope]
+    QUOTA_SCOPE_GLOBAL: _ClassVar[QuotaScope]
+
+class QuotaKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUOTA_KIND_UNSPECIFIED: _ClassVar[QuotaKind]
+    QUOTA_KIND_REQUESTS: _ClassVar[QuotaKind]
+    QUOTA_KIND_TOKENS: _ClassVar[QuotaKind]
+    QUOTA_KIND_SPEND: _ClassVar[QuotaKind]
+    QUOTA_KIND_CONCURRENCY: _ClassVar[QuotaKind]
 SUBSCRIPTION_STATUS_UNSPECIFIED: SubscriptionStatus
 SUBSCRIPTION_STATUS_PENDING: SubscriptionStatus
 SUBSCRIPTION_STATUS_APPROVED: SubscriptionStatus
 SUBSCRIPTION_STATUS_REJECTED: SubscriptionStatus
 SUBSCRIPTION_STATUS_REVOKED: SubscriptionStatus
+QUOTA_SCOPE_UNSPECIFIED: QuotaScope
+QUOTA_SCOPE_KEY: QuotaScope
+QUOTA_SCOPE_CONSUMER: QuotaScope
+QUOTA_SCOPE_TENANT: QuotaScope
+QUOTA_SCOPE_ALIAS: QuotaScope
+QUOTA_SCOPE_DEPLOYMENT: QuotaScope
+QUOTA_SCOPE_GLOBAL: QuotaScope
+QUOTA_KIND_UNSPECIFIED: QuotaKind
+QUOTA_KIND_REQUESTS: QuotaKind
+QUOTA_KIND_TOKENS: QuotaKind
+QUOTA_KIND_SPEND: QuotaKind
+QUOTA_KIND_CONCURRENCY: QuotaKind
 
 class Tenant(_message.Message):
     __slots__ = ("id", "name", "disabled", "create_time")
@@ -429,3 +459,47 @@ class ListSubscriptionsResponse(_message.Message):
     subscriptions: _containers.RepeatedCompositeFieldContainer[Subscription]
     next_page_token: str
     def __init__(self, subscriptions: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class QuotaUsage(_message.Message):
+    __slots__ = ("subject", "limit_name", "kind", "limit", "remaining", "reset_after")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    RESET_AFTER_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    limit_name: str
+    kind: QuotaKind
+    limit: float
+    remaining: float
+    reset_after: _duration_pb2.Duration
+    def __init__(self, subject: _Optional[str] = ..., limit_name: _Optional[str] = ..., kind: _Optional[_Union[QuotaKind, str]] = ..., limit: _Optional[float] = ..., remaining: _Optional[float] = ..., reset_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class GetQuotaUsageRequest(_message.Message):
+    __slots__ = ("scope", "id")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    scope: QuotaScope
+    id: str
+    def __init__(self, scope: _Optional[_Union[QuotaScope, str]] = ..., id: _Optional[str] = ...) -> None: ...
+
+class GetQuotaUsageResponse(_message.Message):
+    __slots__ = ("usages",)
+    USAGES_FIELD_NUMBER: _ClassVar[int]
+    usages: _containers.RepeatedCompositeFieldContainer[QuotaUsage]
+    def __init__(self, usages: _Optional[_Iterable[_Union[QuotaUsage, _Mapping]]] = ...) -> None: ...
+
+class ResetQuotaUsageRequest(_message.Message):
+    __slots__ = ("scope", "id")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    scope: QuotaScope
+    id: str
+    def __init__(self, scope: _Optional[_Union[QuotaScope, str]] = ..., id: _Optional[str] = ...) -> None: ...
+
+class ResetQuotaUsageResponse(_message.Message):
+    __slots__ = ("usages",)
+    USAGES_FIELD_NUMBER: _ClassVar[int]
+    usages: _containers.RepeatedCompositeFieldContainer[QuotaUsage]
+    def __init__(self, usages: _Optional[_Iterable[_Union[QuotaUsage, _Mapping]]] = ...) -> None: ...

@@ -28,12 +28,14 @@ if _version_not_supported:
 class AdminServiceStub:
     """AdminService manages who may call the gateway and what they may call:
     tenants, their consumers (applications), API keys, the services (model
-    aliases) a tenant may see, and consumers' subscriptions to those services.
+    aliases) a tenant may see, consumers' subscriptions to those services, and
+    the usage of the configured quotas.
 
     Authorization follows the caller's role:
     - a global admin may call every RPC for every tenant;
     - a tenant admin may call the RPCs below within its own tenant, except
-    CreateTenant, UpdateTenant and UpsertService, which only global admins may call;
+    CreateTenant, UpdateTenant and UpsertService, which only global admins may
+    call, and the quota RPCs for alias, deployment and global subjects;
     - a consumer may only call RequestSubscription for itself, ListSubscriptions
     for its own subscriptions and ListServices for its own tenant.
 
@@ -154,17 +156,29 @@ class AdminServiceStub:
                 request_serializer=unigate_dot_v1_dot_admin__pb2.ListSubscriptionsRequest.SerializeToString,
                 response_deserializer=unigate_dot_v1_dot_admin__pb2.ListSubscriptionsResponse.FromString,
                 _registered_method=True)
+        self.GetQuotaUsage = channel.unary_unary(
+                '/unigate.v1.AdminService/GetQuotaUsage',
+                request_serializer=unigate_dot_v1_dot_admin__pb2.GetQuotaUsageRequest.SerializeToString,
+                response_deserializer=unigate_dot_v1_dot_admin__pb2.GetQuotaUsageResponse.FromString,
+                _registered_method=True)
+        self.ResetQuotaUsage = channel.unary_unary(
+                '/unigate.v1.AdminService/ResetQuotaUsage',
+                request_serializer=unigate_dot_v1_dot_admin__pb2.ResetQuotaUsageRequest.SerializeToString,
+                response_deserializer=unigate_dot_v1_dot_admin__pb2.ResetQuotaUsageResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
     """AdminService manages who may call the gateway and what they may call:
     tenants, their consumers (applications), API keys, the services (model
-    aliases) a tenant may see, and consumers' subscriptions to those services.
+    aliases) a tenant may see, consumers' subscriptions to those services, and
+    the usage of the configured quotas.
 
     Authorization follows the caller's role:
     - a global admin may call every RPC for every tenant;
     - a tenant admin may call the RPCs below within its own tenant, except
-    CreateTenant, UpdateTenant and UpsertService, which only global admins may call;
+    CreateTenant, UpdateTenant and UpsertService, which only global admins may
+    call, and the quota RPCs for alias, deployment and global subjects;
     - a consumer may only call RequestSubscription for itself, ListSubscriptions
     for its own subscriptions and ListServices for its own tenant.
 
@@ -333,6 +347,29 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQuotaUsage(self, request, context):
+        """GetQuotaUsage returns a subject's usage of every configured quota policy
+        limit that applies to it: its limit, what remains and when room frees up.
+        A tenant admin may name its own tenant, and consumers and API keys of its
+        tenant; alias, deployment and global subjects take a global admin. Without
+        quota policies in the gateway's configuration it is FAILED_PRECONDITION
+        (ErrorInfo reason QUOTAS_NOT_CONFIGURED); when the shared quota counters are
+        unreachable it is UNAVAILABLE (reason QUOTA_BACKEND_UNAVAILABLE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetQuotaUsage(self, request, context):
+        """ResetQuotaUsage clears a subject's quota counters (every window of every
+        limit of that subject), as if it had not called yet; calls in flight keep
+        their concurrency slots until they end. Authorization and errors are those
+        of GetQuotaUsage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -436,6 +473,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=unigate_dot_v1_dot_admin__pb2.ListSubscriptionsRequest.FromString,
                     response_serializer=unigate_dot_v1_dot_admin__pb2.ListSubscriptionsResponse.SerializeToString,
             ),
+            'GetQuotaUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuotaUsage,
+                    request_deserializer=unigate_dot_v1_dot_admin__pb2.GetQuotaUsageRequest.FromString,
+                    response_serializer=unigate_dot_v1_dot_admin__pb2.GetQuotaUsageResponse.SerializeToString,
+            ),
+            'ResetQuotaUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetQuotaUsage,
+                    request_deserializer=unigate_dot_v1_dot_admin__pb2.ResetQuotaUsageRequest.FromString,
+                    response_serializer=unigate_dot_v1_dot_admin__pb2.ResetQuotaUsageResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'unigate.v1.AdminService', rpc_method_handlers)
@@ -447,12 +494,14 @@ def add_AdminServiceServicer_to_server(servicer, server):
 class AdminService:
     """AdminService manages who may call the gateway and what they may call:
     tenants, their consumers (applications), API keys, the services (model
-    aliases) a tenant may see, and consumers' subscriptions to those services.
+    aliases) a tenant may see, consumers' subscriptions to those services, and
+    the usage of the configured quotas.
 
     Authorization follows the caller's role:
     - a global admin may call every RPC for every tenant;
     - a tenant admin may call the RPCs below within its own tenant, except
-    CreateTenant, UpdateTenant and UpsertService, which only global admins may call;
+    CreateTenant, UpdateTenant and UpsertService, which only global admins may
+    call, and the quota RPCs for alias, deployment and global subjects;
     - a consumer may only call RequestSubscription for itself, ListSubscriptions
     for its own subscriptions and ListServices for its own tenant.
 
@@ -997,6 +1046,60 @@ class AdminService:
             '/unigate.v1.AdminService/ListSubscriptions',
             unigate_dot_v1_dot_admin__pb2.ListSubscriptionsRequest.SerializeToString,
             unigate_dot_v1_dot_admin__pb2.ListSubscriptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuotaUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/unigate.v1.AdminService/GetQuotaUsage',
+            unigate_dot_v1_dot_admin__pb2.GetQuotaUsageRequest.SerializeToString,
+            unigate_dot_v1_dot_admin__pb2.GetQuotaUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetQuotaUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/unigate.v1.AdminService/ResetQuotaUsage',
+            unigate_dot_v1_dot_admin__pb2.ResetQuotaUsageRequest.SerializeToString,
+            unigate_dot_v1_dot_admin__pb2.ResetQuotaUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,12 +29,14 @@ GRPC_VERSION: str
 class AdminServiceStub:
     """AdminService manages who may call the gateway and what they may call:
     tenants, their consumers (applications), API keys, the services (model
-    aliases) a tenant may see, and consumers' subscriptions to those services.
+    aliases) a tenant may see, consumers' subscriptions to those services, and
+    the usage of the configured quotas.
 
     Authorization follows the caller's role:
     - a global admin may call every RPC for every tenant;
     - a tenant admin may call the RPCs below within its own tenant, except
-      CreateTenant, UpdateTenant and UpsertService, which only global admins may call;
+      CreateTenant, UpdateTenant and UpsertService, which only global admins may
+      call, and the quota RPCs for alias, deployment and global subjects;
     - a consumer may only call RequestSubscription for itself, ListSubscriptions
       for its own subscriptions and ListServices for its own tenant.
 
@@ -116,17 +118,34 @@ class AdminServiceStub:
     status; `statuses: [SUBSCRIPTION_STATUS_PENDING]` lists those waiting for a
     decision. A consumer sees only its own.
     """
+    GetQuotaUsage: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetQuotaUsageRequest, _admin_pb2.GetQuotaUsageResponse]
+    """GetQuotaUsage returns a subject's usage of every configured quota policy
+    limit that applies to it: its limit, what remains and when room frees up.
+    A tenant admin may name its own tenant, and consumers and API keys of its
+    tenant; alias, deployment and global subjects take a global admin. Without
+    quota policies in the gateway's configuration it is FAILED_PRECONDITION
+    (ErrorInfo reason QUOTAS_NOT_CONFIGURED); when the shared quota counters are
+    unreachable it is UNAVAILABLE (reason QUOTA_BACKEND_UNAVAILABLE).
+    """
+    ResetQuotaUsage: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ResetQuotaUsageRequest, _admin_pb2.ResetQuotaUsageResponse]
+    """ResetQuotaUsage clears a subject's quota counters (every window of every
+    limit of that subject), as if it had not called yet; calls in flight keep
+    their concurrency slots until they end. Authorization and errors are those
+    of GetQuotaUsage.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
     """AdminService manages who may call the gateway and what they may call:
     tenants, their consumers (applications), API keys, the services (model
-    aliases) a tenant may see, and consumers' subscriptions to those services.
+    aliases) a tenant may see, consumers' subscriptions to those services, and
+    the usage of the configured quotas.
 
     Authorization follows the caller's role:
     - a global admin may call every RPC for every tenant;
     - a tenant admin may call the RPCs below within its own tenant, except
-      CreateTenant, UpdateTenant and UpsertService, which only global admins may call;
+      CreateTenant, UpdateTenant and UpsertService, which only global admins may
+      call, and the quota RPCs for alias, deployment and global subjects;
     - a consumer may only call RequestSubscription for itself, ListSubscriptions
       for its own subscriptions and ListServices for its own tenant.
 
@@ -205,16 +224,33 @@ class AdminServiceAsyncStub(AdminServiceStub):
     status; `statuses: [SUBSCRIPTION_STATUS_PENDING]` lists those waiting for a
     decision. A consumer sees only its own.
     """
+    GetQuotaUsage: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetQuotaUsageRequest, _admin_pb2.GetQuotaUsageResponse]  # type: ignore[assignment]
+    """GetQuotaUsage returns a subject's usage of every configured quota policy
+    limit that applies to it: its limit, what remains and when room frees up.
+    A tenant admin may name its own tenant, and consumers and API keys of its
+    tenant; alias, deployment and global subjects take a global admin. Without
+    quota policies in the gateway's configuration it is FAILED_PRECONDITION
+    (ErrorInfo reason QUOTAS_NOT_CONFIGURED); when the shared quota counters are
+    unreachable it is UNAVAILABLE (reason QUOTA_BACKEND_UNAVAILABLE).
+    """
+    ResetQuotaUsage: _aio.UnaryUnaryMultiCallable[_admin_pb2.ResetQuotaUsageRequest, _admin_pb2.ResetQuotaUsageResponse]  # type: ignore[assignment]
+    """ResetQuotaUsage clears a subject's quota counters (every window of every
+    limit of that subject), as if it had not called yet; calls in flight keep
+    their concurrency slots until they end. Authorization and errors are those
+    of GetQuotaUsage.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService manages who may call the gateway and what they may call:
     tenants, their consumers (applications), API keys, the services (model
-    aliases) a tenant may see, and consumers' subscriptions to those services.
+    aliases) a tenant may see, consumers' subscriptions to those services, and
+    the usage of the configured quotas.
 
     Authorization follows the caller's role:
     - a global admin may call every RPC for every tenant;
     - a tenant admin may call the RPCs below within its own tenant, except
-      CreateTenant, UpdateTenant and UpsertService, which only global admins may call;
+      CreateTenant, UpdateTenant and UpsertService, which only global admins may
+      call, and the quota RPCs for alias, deployment and global subjects;
     - a consumer may only call RequestSubscription for itself, ListSubscriptions
       for its own subscriptions and ListServices for its own tenant.
 
@@ -410,6 +446,33 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """ListSubscriptions lists subscriptions, filtered by tenant, consumer and
         status; `statuses: [SUBSCRIPTION_STATUS_PENDING]` lists those waiting for a
         decision. A consumer sees only its own.
+        """
+
+    @_abc_1.abstractmethod
+    def GetQuotaUsage(
+        self,
+        request: _admin_pb2.GetQuotaUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetQuotaUsageResponse, _abc.Awaitable[_admin_pb2.GetQuotaUsageResponse]]:
+        """GetQuotaUsage returns a subject's usage of every configured quota policy
+        limit that applies to it: its limit, what remains and when room frees up.
+        A tenant admin may name its own tenant, and consumers and API keys of its
+        tenant; alias, deployment and global subjects take a global admin. Without
+        quota policies in the gateway's configuration it is FAILED_PRECONDITION
+        (ErrorInfo reason QUOTAS_NOT_CONFIGURED); when the shared quota counters are
+        unreachable it is UNAVAILABLE (reason QUOTA_BACKEND_UNAVAILABLE).
+        """
+
+    @_abc_1.abstractmethod
+    def ResetQuotaUsage(
+        self,
+        request: _admin_pb2.ResetQuotaUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ResetQuotaUsageResponse, _abc.Awaitable[_admin_pb2.ResetQuotaUsageResponse]]:
+        """ResetQuotaUsage clears a subject's quota counters (every window of every
+        limit of that subject), as if it had not called yet; calls in flight keep
+        their concurrency slots until they end. Authorization and errors are those
+        of GetQuotaUsage.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -77,6 +77,14 @@ class QuotaInterceptor(HandlerInterceptor):
         self._prices = dict(prices)
         self._settling: set[asyncio.Task[None]] = set()
 
+    @property
+    def backend(self) -> QuotaBackend:
+        return self._backend
+
+    @property
+    def policies(self) -> Sequence[Policy]:
+        return tuple(self._policies)
+
     def _limits(self, request: Any) -> list[Limit]:
         subjects = subjects_of(callstate.principal.get(), request.model, "")
         return limits_for(self._policies, subjects)

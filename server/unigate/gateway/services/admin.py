@@ -1,8 +1,10 @@
-"""AdminService: tenants, consumers, admins, API keys, services, subscriptions.
+"""AdminService: tenants, consumers, admins, API keys, services, subscriptions,
+quota usage.
 
 Thin: who may do what is decided in admin_access.py (which also translates store
 errors), messages are built in admin_convert.py, key issuing lives in
-admin_keys.py, and the services and subscriptions RPCs in admin_subscriptions.py.
+admin_keys.py, the services and subscriptions RPCs in admin_subscriptions.py, and
+the quota RPCs in admin_quotas.py.
 Every failure is a GatewayError for interceptors/errors.py.
 """
 
@@ -38,17 +40,18 @@ from unigate.gateway.services.admin_keys import (
     revocation_time,
     rotated_expiry,
 )
+from unigate.gateway.services.admin_quotas import QuotaRpcs, QuotaView
 from unigate.gateway.services.admin_subscriptions import SubscriptionRpcs
 from unigate.gateway.store.base import Store
 from unigate.gateway.store.models import ApiKey
 from unigate.v1 import admin_pb2 as pb
 
-__all__ = ["AdminService", "BootstrapRefused", "bootstrap_admin"]
+__all__ = ["AdminService", "BootstrapRefused", "QuotaView", "bootstrap_admin"]
 
 _EXISTS = grpc.StatusCode.ALREADY_EXISTS
 
 
-class AdminService(SubscriptionRpcs):
+class AdminService(SubscriptionRpcs, QuotaRpcs):
     def __init__(
         self,
         store: Store,
@@ -56,14 +59,18 @@ class AdminService(SubscriptionRpcs):
         *,
         clock: Callable[[], float] = time.time,
         key_changed: Callable[[str], None] | None = None,
+        quotas: QuotaView | None = None,
     ) -> None:
         """`key_changed(key_id)` runs after a key is revoked or rotated, so this
         process's key cache can forget it at once (KeyAuthenticator.forget);
-        other processes notice within their cache TTL."""
+        other processes notice within their cache TTL. `quotas` (the quota
+        interceptor's backend and policies) serves the quota RPCs; without it
+        they answer FAILED_PRECONDITION."""
         self._store = store
         self._new_key = key_factory
         self._clock = clock
         self._key_changed = key_changed or (lambda key_id: None)
+        self._quotas = quotas
 
     # tenants
 

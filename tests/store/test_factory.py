@@ -9,6 +9,7 @@ import pytest
 
 from tests.store.conftest import RUN_PREFIX, drop_schemas
 from unigate.gateway.store.factory import open_store, store_for_url
+from unigate.gateway.store.migrations import MIGRATIONS
 from unigate.gateway.store.postgres import PostgresStore
 from unigate.gateway.store.sqlite import SqliteStore
 
@@ -68,7 +69,7 @@ async def test_open_store_creates_a_sqlite_file(
     store = await open_store("sqlite:///nested/gw.db")
     try:
         assert await asyncio.to_thread((tmp_path / "nested" / "gw.db").is_file)
-        assert await store.applied_migrations() == [1]
+        assert await store.applied_migrations() == [m.version for m in MIGRATIONS]
     finally:
         await store.close()
 

@@ -96,6 +96,7 @@ async def test_postgres_keeps_everything_in_its_schema(
         "api_keys",
         "services",
         "subscriptions",
+        "quota_policies",
     }
 
 

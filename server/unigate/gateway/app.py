@@ -69,10 +69,11 @@ class Security:
             await self.store.close()
 
 
-def _quota(config: GatewayConfig) -> QuotaInterceptor | None:
-    """The quota interceptor, when any policy is configured."""
+def _quota(config: GatewayConfig, store: Store | None) -> QuotaInterceptor | None:
+    """The quota interceptor, when any policy is configured or the store (auth on)
+    may hold some; a call no policy applies to skips the counters."""
     settings = config.quotas
-    if not settings.policies:
+    if not settings.policies and store is None:
         return None
     backend: QuotaBackend
     if settings.backend == "memory":
@@ -80,7 +81,13 @@ def _quota(config: GatewayConfig) -> QuotaInterceptor | None:
     else:
         redis = RedisQuota(settings.redis_url, prefix=settings.key_prefix, timeout=settings.timeout)
         backend = ResilientQuota(redis, MemoryQuota(), mode=settings.on_redis_failure)
-    return QuotaInterceptor(backend, settings.policies, settings.prices)
+    return QuotaInterceptor(
+        backend,
+        settings.policies,
+        settings.prices,
+        store=store,
+        cache_ttl=settings.policy_cache_ttl,
+    )
 
 
 async def _security(config: GatewayConfig) -> Security:
@@ -273,7 +280,7 @@ async def create_server(
         interceptors.append(AccessLogInterceptor(access_log))
     security = await _security(config)
     interceptors.extend(security.interceptors)
-    quota = _quota(config)
+    quota = _quota(config, security.store)
     if quota is not None:
         interceptors.append(quota)
     server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))
@@ -284,7 +291,7 @@ async def create_server(
     services = [INFERENCE_SERVICE]
     if security.store is not None:
         forget = security.authenticator.forget_key if security.authenticator else None
-        view = QuotaView(quota.backend, quota.policies) if quota is not None else None
+        view = QuotaView(quota.backend, quota.policies) if quota and quota.policies else None
         admin = AdminService(security.store, key_changed=forget, quotas=view)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
         services.append(ADMIN_SERVICE)

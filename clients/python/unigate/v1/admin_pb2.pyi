@@ -503,3 +503,63 @@ class ResetQuotaUsageResponse(_message.Message):
     USAGES_FIELD_NUMBER: _ClassVar[int]
     usages: _containers.RepeatedCompositeFieldContainer[QuotaUsage]
     def __init__(self, usages: _Optional[_Iterable[_Union[QuotaUsage, _Mapping]]] = ...) -> None: ...
+
+class QuotaPolicy(_message.Message):
+    __slots__ = ("requests_per_second", "requests_per_minute", "tokens_per_minute", "tokens_per_day", "spend_per_day", "spend_per_month", "concurrent")
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    SPEND_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    SPEND_PER_MONTH_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENT_FIELD_NUMBER: _ClassVar[int]
+    requests_per_second: float
+    requests_per_minute: float
+    tokens_per_minute: float
+    tokens_per_day: float
+    spend_per_day: float
+    spend_per_month: float
+    concurrent: int
+    def __init__(self, requests_per_second: _Optional[float] = ..., requests_per_minute: _Optional[float] = ..., tokens_per_minute: _Optional[float] = ..., tokens_per_day: _Optional[float] = ..., spend_per_day: _Optional[float] = ..., spend_per_month: _Optional[float] = ..., concurrent: _Optional[int] = ...) -> None: ...
+
+class SetQuotaPolicyRequest(_message.Message):
+    __slots__ = ("tenant_id", "consumer_id", "policy")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    consumer_id: str
+    policy: QuotaPolicy
+    def __init__(self, tenant_id: _Optional[str] = ..., consumer_id: _Optional[str] = ..., policy: _Optional[_Union[QuotaPolicy, _Mapping]] = ...) -> None: ...
+
+class SetQuotaPolicyResponse(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: QuotaPolicy
+    def __init__(self, policy: _Optional[_Union[QuotaPolicy, _Mapping]] = ...) -> None: ...
+
+class GetQuotaPolicyRequest(_message.Message):
+    __slots__ = ("tenant_id", "consumer_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    consumer_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., consumer_id: _Optional[str] = ...) -> None: ...
+
+class GetQuotaPolicyResponse(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: QuotaPolicy
+    def __init__(self, policy: _Optional[_Union[QuotaPolicy, _Mapping]] = ...) -> None: ...
+
+class DeleteQuotaPolicyRequest(_message.Message):
+    __slots__ = ("tenant_id", "consumer_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    consumer_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., consumer_id: _Optional[str] = ...) -> None: ...
+
+class DeleteQuotaPolicyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

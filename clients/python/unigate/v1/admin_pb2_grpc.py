@@ -166,6 +166,21 @@ class AdminServiceStub:
                 request_serializer=unigate_dot_v1_dot_admin__pb2.ResetQuotaUsageRequest.SerializeToString,
                 response_deserializer=unigate_dot_v1_dot_admin__pb2.ResetQuotaUsageResponse.FromString,
                 _registered_method=True)
+        self.SetQuotaPolicy = channel.unary_unary(
+                '/unigate.v1.AdminService/SetQuotaPolicy',
+                request_serializer=unigate_dot_v1_dot_admin__pb2.SetQuotaPolicyRequest.SerializeToString,
+                response_deserializer=unigate_dot_v1_dot_admin__pb2.SetQuotaPolicyResponse.FromString,
+                _registered_method=True)
+        self.GetQuotaPolicy = channel.unary_unary(
+                '/unigate.v1.AdminService/GetQuotaPolicy',
+                request_serializer=unigate_dot_v1_dot_admin__pb2.GetQuotaPolicyRequest.SerializeToString,
+                response_deserializer=unigate_dot_v1_dot_admin__pb2.GetQuotaPolicyResponse.FromString,
+                _registered_method=True)
+        self.DeleteQuotaPolicy = channel.unary_unary(
+                '/unigate.v1.AdminService/DeleteQuotaPolicy',
+                request_serializer=unigate_dot_v1_dot_admin__pb2.DeleteQuotaPolicyRequest.SerializeToString,
+                response_deserializer=unigate_dot_v1_dot_admin__pb2.DeleteQuotaPolicyResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -370,6 +385,35 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetQuotaPolicy(self, request, context):
+        """SetQuotaPolicy creates or replaces the quota policy kept in the store for a
+        tenant (no consumer_id) or for one of its consumers. It applies, beside the
+        configured policies, to every call of that tenant or consumer within a few
+        seconds (each gateway process caches it for up to 5 s). A tenant's policy
+        takes a global admin; a tenant admin may set its own consumers' policies,
+        each limit no higher than the tenant's. Another tenant's records are
+        NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQuotaPolicy(self, request, context):
+        """GetQuotaPolicy returns the stored quota policy of a tenant or consumer.
+        A tenant admin may read its own tenant's and its consumers' policies.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteQuotaPolicy(self, request, context):
+        """DeleteQuotaPolicy removes the stored quota policy of a tenant or consumer;
+        authorization is that of SetQuotaPolicy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -482,6 +526,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ResetQuotaUsage,
                     request_deserializer=unigate_dot_v1_dot_admin__pb2.ResetQuotaUsageRequest.FromString,
                     response_serializer=unigate_dot_v1_dot_admin__pb2.ResetQuotaUsageResponse.SerializeToString,
+            ),
+            'SetQuotaPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQuotaPolicy,
+                    request_deserializer=unigate_dot_v1_dot_admin__pb2.SetQuotaPolicyRequest.FromString,
+                    response_serializer=unigate_dot_v1_dot_admin__pb2.SetQuotaPolicyResponse.SerializeToString,
+            ),
+            'GetQuotaPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuotaPolicy,
+                    request_deserializer=unigate_dot_v1_dot_admin__pb2.GetQuotaPolicyRequest.FromString,
+                    response_serializer=unigate_dot_v1_dot_admin__pb2.GetQuotaPolicyResponse.SerializeToString,
+            ),
+            'DeleteQuotaPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteQuotaPolicy,
+                    request_deserializer=unigate_dot_v1_dot_admin__pb2.DeleteQuotaPolicyRequest.FromString,
+                    response_serializer=unigate_dot_v1_dot_admin__pb2.DeleteQuotaPolicyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1100,6 +1159,87 @@ class AdminService:
             '/unigate.v1.AdminService/ResetQuotaUsage',
             unigate_dot_v1_dot_admin__pb2.ResetQuotaUsageRequest.SerializeToString,
             unigate_dot_v1_dot_admin__pb2.ResetQuotaUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQuotaPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/unigate.v1.AdminService/SetQuotaPolicy',
+            unigate_dot_v1_dot_admin__pb2.SetQuotaPolicyRequest.SerializeToString,
+            unigate_dot_v1_dot_admin__pb2.SetQuotaPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuotaPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/unigate.v1.AdminService/GetQuotaPolicy',
+            unigate_dot_v1_dot_admin__pb2.GetQuotaPolicyRequest.SerializeToString,
+            unigate_dot_v1_dot_admin__pb2.GetQuotaPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteQuotaPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/unigate.v1.AdminService/DeleteQuotaPolicy',
+            unigate_dot_v1_dot_admin__pb2.DeleteQuotaPolicyRequest.SerializeToString,
+            unigate_dot_v1_dot_admin__pb2.DeleteQuotaPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

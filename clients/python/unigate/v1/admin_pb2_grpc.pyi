@@ -133,6 +133,23 @@ class AdminServiceStub:
     their concurrency slots until they end. Authorization and errors are those
     of GetQuotaUsage.
     """
+    SetQuotaPolicy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetQuotaPolicyRequest, _admin_pb2.SetQuotaPolicyResponse]
+    """SetQuotaPolicy creates or replaces the quota policy kept in the store for a
+    tenant (no consumer_id) or for one of its consumers. It applies, beside the
+    configured policies, to every call of that tenant or consumer within a few
+    seconds (each gateway process caches it for up to 5 s). A tenant's policy
+    takes a global admin; a tenant admin may set its own consumers' policies,
+    each limit no higher than the tenant's. Another tenant's records are
+    NOT_FOUND.
+    """
+    GetQuotaPolicy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetQuotaPolicyRequest, _admin_pb2.GetQuotaPolicyResponse]
+    """GetQuotaPolicy returns the stored quota policy of a tenant or consumer.
+    A tenant admin may read its own tenant's and its consumers' policies.
+    """
+    DeleteQuotaPolicy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteQuotaPolicyRequest, _admin_pb2.DeleteQuotaPolicyResponse]
+    """DeleteQuotaPolicy removes the stored quota policy of a tenant or consumer;
+    authorization is that of SetQuotaPolicy.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -238,6 +255,23 @@ class AdminServiceAsyncStub(AdminServiceStub):
     limit of that subject), as if it had not called yet; calls in flight keep
     their concurrency slots until they end. Authorization and errors are those
     of GetQuotaUsage.
+    """
+    SetQuotaPolicy: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetQuotaPolicyRequest, _admin_pb2.SetQuotaPolicyResponse]  # type: ignore[assignment]
+    """SetQuotaPolicy creates or replaces the quota policy kept in the store for a
+    tenant (no consumer_id) or for one of its consumers. It applies, beside the
+    configured policies, to every call of that tenant or consumer within a few
+    seconds (each gateway process caches it for up to 5 s). A tenant's policy
+    takes a global admin; a tenant admin may set its own consumers' policies,
+    each limit no higher than the tenant's. Another tenant's records are
+    NOT_FOUND.
+    """
+    GetQuotaPolicy: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetQuotaPolicyRequest, _admin_pb2.GetQuotaPolicyResponse]  # type: ignore[assignment]
+    """GetQuotaPolicy returns the stored quota policy of a tenant or consumer.
+    A tenant admin may read its own tenant's and its consumers' policies.
+    """
+    DeleteQuotaPolicy: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteQuotaPolicyRequest, _admin_pb2.DeleteQuotaPolicyResponse]  # type: ignore[assignment]
+    """DeleteQuotaPolicy removes the stored quota policy of a tenant or consumer;
+    authorization is that of SetQuotaPolicy.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -473,6 +507,41 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         limit of that subject), as if it had not called yet; calls in flight keep
         their concurrency slots until they end. Authorization and errors are those
         of GetQuotaUsage.
+        """
+
+    @_abc_1.abstractmethod
+    def SetQuotaPolicy(
+        self,
+        request: _admin_pb2.SetQuotaPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetQuotaPolicyResponse, _abc.Awaitable[_admin_pb2.SetQuotaPolicyResponse]]:
+        """SetQuotaPolicy creates or replaces the quota policy kept in the store for a
+        tenant (no consumer_id) or for one of its consumers. It applies, beside the
+        configured policies, to every call of that tenant or consumer within a few
+        seconds (each gateway process caches it for up to 5 s). A tenant's policy
+        takes a global admin; a tenant admin may set its own consumers' policies,
+        each limit no higher than the tenant's. Another tenant's records are
+        NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def GetQuotaPolicy(
+        self,
+        request: _admin_pb2.GetQuotaPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetQuotaPolicyResponse, _abc.Awaitable[_admin_pb2.GetQuotaPolicyResponse]]:
+        """GetQuotaPolicy returns the stored quota policy of a tenant or consumer.
+        A tenant admin may read its own tenant's and its consumers' policies.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteQuotaPolicy(
+        self,
+        request: _admin_pb2.DeleteQuotaPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DeleteQuotaPolicyResponse, _abc.Awaitable[_admin_pb2.DeleteQuotaPolicyResponse]]:
+        """DeleteQuotaPolicy removes the stored quota policy of a tenant or consumer;
+        authorization is that of SetQuotaPolicy.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

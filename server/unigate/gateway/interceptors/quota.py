@@ -5,13 +5,20 @@ takes concurrency slots and checks token and spend budgets. After it, however it
 ends (answer, error, cancel): one `settle` adds the tokens and cost it used and
 gives the slots back. A refusal is RESOURCE_EXHAUSTED with QuotaFailure and
 RetryInfo; every answer carries x-ratelimit-* trailers for the tightest limit.
+
+Policies come from the config and, with a `store`, from the store: the caller's
+tenant's policy (scope tenant, match its id) and its consumer's (scope consumer,
+match its id). Stored policies are cached per (tenant, consumer) for `cache_ttl`
+seconds (5 s, as the key and access caches), so a change made in another process
+applies within that bound; a store failure keeps the config policies only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -26,6 +33,7 @@ from unigate.gateway.interceptors.base import (
 )
 from unigate.gateway.quota.base import Decision, Kind, Lease, Limit, QuotaBackend, QuotaUnavailable
 from unigate.gateway.quota.policy import Policy, Price, cost_of, limits_for, subjects_of
+from unigate.gateway.store.base import Store
 
 log = logging.getLogger("unigate.quota")
 
@@ -69,12 +77,24 @@ def _refusal(decision: Decision) -> GatewayError:
 
 class QuotaInterceptor(HandlerInterceptor):
     def __init__(
-        self, backend: QuotaBackend, policies: Sequence[Policy], prices: Mapping[str, Price]
+        self,
+        backend: QuotaBackend,
+        policies: Sequence[Policy],
+        prices: Mapping[str, Price],
+        *,
+        store: Store | None = None,
+        cache_ttl: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self._backend = backend
         self._policies = list(policies)
         self._prices = dict(prices)
+        self._store = store
+        self._cache_ttl = cache_ttl
+        self._clock = clock
+        # (tenant, consumer) -> (expires at, its stored policies)
+        self._stored: dict[tuple[str, str | None], tuple[float, list[Policy]]] = {}
         self._settling: set[asyncio.Task[None]] = set()
 
     @property
@@ -85,9 +105,33 @@ class QuotaInterceptor(HandlerInterceptor):
     def policies(self) -> Sequence[Policy]:
         return tuple(self._policies)
 
-    def _limits(self, request: Any) -> list[Limit]:
-        subjects = subjects_of(callstate.principal.get(), request.model, "")
-        return limits_for(self._policies, subjects)
+    async def _limits(self, request: Any) -> list[Limit]:
+        principal = callstate.principal.get()
+        subjects = subjects_of(principal, request.model, "")
+        policies = self._policies
+        if self._store is not None and principal is not None and principal.tenant_id:
+            stored = await self._stored_policies(principal.tenant_id, principal.consumer_id)
+            policies = [*policies, *stored]
+        return limits_for(policies, subjects)
+
+    async def _stored_policies(self, tenant_id: str, consumer_id: str | None) -> list[Policy]:
+        """The tenant's and the consumer's stored policies, cached for `cache_ttl`."""
+        assert self._store is not None
+        now = self._clock()
+        cached = self._stored.get((tenant_id, consumer_id))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            rows = await self._store.get_quota_policies(tenant_id, consumer_id)
+        except Exception as exc:  # the store is down: the config policies still apply
+            log.warning("cannot read the stored quota policies of %s: %r", tenant_id, exc)
+            return cached[1] if cached is not None else []
+        match = {"tenant": tenant_id, "consumer": consumer_id or ""}
+        policies = [Policy(scope=scope, match=match[scope], **body) for scope, body in rows]
+        if len(self._stored) > 10_000:  # drop the expired ones before growing further
+            self._stored = {k: v for k, v in self._stored.items() if v[0] > now}
+        self._stored[(tenant_id, consumer_id)] = (now + self._cache_ttl, policies)
+        return policies
 
     async def _admit(self, limits: list[Limit]) -> Decision:
         try:
@@ -137,7 +181,7 @@ class QuotaInterceptor(HandlerInterceptor):
             return behavior
 
         async def unary(request: Any, context: Context) -> Any:
-            limits = self._limits(request)
+            limits = await self._limits(request)
             if not limits:
                 return await behavior(request, context)
             decision = await self._admit(limits)
@@ -156,7 +200,7 @@ class QuotaInterceptor(HandlerInterceptor):
             return behavior
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            limits = self._limits(request)
+            limits = await self._limits(request)
             if not limits:
                 async for response in behavior(request, context):
                     yield response

@@ -76,6 +76,8 @@ class QuotaSettings(_Strict):
     timeout: Duration = 0.05
     prices: dict[str, Price] = Field(default_factory=dict)
     policies: list[Policy] = Field(default_factory=list)
+    policy_cache_ttl: Duration = 5.0
+    """How long each process caches a tenant's and consumer's stored policies."""
 
 
 def subjects_of(principal: Principal | None, alias: str, deployment: str) -> dict[str, str]:

@@ -40,7 +40,7 @@ from unigate.gateway.services.admin_keys import (
     revocation_time,
     rotated_expiry,
 )
-from unigate.gateway.services.admin_quotas import QuotaRpcs, QuotaView
+from unigate.gateway.services.admin_quotas import QuotaPolicyRpcs, QuotaRpcs, QuotaView
 from unigate.gateway.services.admin_subscriptions import SubscriptionRpcs
 from unigate.gateway.store.base import Store
 from unigate.gateway.store.models import ApiKey
@@ -51,7 +51,7 @@ __all__ = ["AdminService", "BootstrapRefused", "QuotaView", "bootstrap_admin"]
 _EXISTS = grpc.StatusCode.ALREADY_EXISTS
 
 
-class AdminService(SubscriptionRpcs, QuotaRpcs):
+class AdminService(SubscriptionRpcs, QuotaRpcs, QuotaPolicyRpcs):
     def __init__(
         self,
         store: Store,

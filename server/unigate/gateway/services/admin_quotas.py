@@ -1,5 +1,6 @@
 """The AdminService's quota RPCs (AdminService inherits them): a subject's usage
-of every configured limit that applies to it, and resetting its counters.
+of every configured limit that applies to it, and resetting its counters; and
+the quota policies kept in the store per tenant and per consumer.
 
 A subject is a scope and an id, as in the `quotas.policies` configuration. A
 tenant admin may name its own tenant and the consumers and keys of its tenant
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -19,12 +21,15 @@ from unigate.gateway.errors import FieldViolation, GatewayError, Reason, invalid
 from unigate.gateway.identity.principal import Principal
 from unigate.gateway.interceptors.base import Context
 from unigate.gateway.quota.base import Kind, Limit, LimitState, QuotaBackend, QuotaUnavailable
-from unigate.gateway.quota.policy import Policy, limits_for
+from unigate.gateway.quota.policy import LIMIT_FIELDS, Policy, limits_for
 from unigate.gateway.services.admin_access import (
+    administered_consumer,
     check_administers,
     not_found,
     require_admin,
     require_global_admin,
+    required,
+    store_errors,
 )
 from unigate.gateway.store.base import NotFoundError, Store
 from unigate.v1 import admin_pb2 as pb
@@ -159,3 +164,89 @@ def _unavailable() -> GatewayError:
         Reason.QUOTA_BACKEND_UNAVAILABLE,
         "quota counters are unreachable; retry",
     )
+
+
+_POLICY_FIELDS = tuple(name for name, _, _ in LIMIT_FIELDS)
+
+PolicyRequest = pb.SetQuotaPolicyRequest | pb.GetQuotaPolicyRequest | pb.DeleteQuotaPolicyRequest
+
+
+def _policy_pb(body: dict[str, Any]) -> pb.QuotaPolicy:
+    return pb.QuotaPolicy(**body)
+
+
+def _body_of(policy: pb.QuotaPolicy) -> dict[str, Any]:
+    return {name: getattr(policy, name) for name in _POLICY_FIELDS if policy.HasField(name)}
+
+
+class QuotaPolicyRpcs(admin_pb2_grpc.AdminServiceServicer):
+    """Quota policies kept in the store, per tenant (global admins) or per consumer
+    (also the tenant's admins, each limit no higher than the tenant's)."""
+
+    _store: Store
+
+    async def SetQuotaPolicy(
+        self, request: pb.SetQuotaPolicyRequest, context: Context
+    ) -> pb.SetQuotaPolicyResponse:
+        principal = await self._policy_target(request, write=True)
+        if not request.HasField("policy"):
+            raise invalid_argument([FieldViolation("policy", "required")])
+        body = _body_of(request.policy)
+        consumer_id = request.consumer_id or None
+        if consumer_id is not None and not principal.is_admin():
+            await self._check_within_tenant(request.tenant_id, body)
+        with store_errors("tenant", request.tenant_id, invalid_field="policy"):
+            await self._store.set_quota_policy(request.tenant_id, consumer_id, body)
+        return pb.SetQuotaPolicyResponse(policy=await self._stored_policy(request))
+
+    async def GetQuotaPolicy(
+        self, request: pb.GetQuotaPolicyRequest, context: Context
+    ) -> pb.GetQuotaPolicyResponse:
+        await self._policy_target(request, write=False)
+        return pb.GetQuotaPolicyResponse(policy=await self._stored_policy(request))
+
+    async def DeleteQuotaPolicy(
+        self, request: pb.DeleteQuotaPolicyRequest, context: Context
+    ) -> pb.DeleteQuotaPolicyResponse:
+        await self._policy_target(request, write=True)
+        what, ident = _named(request)
+        with store_errors(what, ident):
+            await self._store.delete_quota_policy(request.tenant_id, request.consumer_id or None)
+        return pb.DeleteQuotaPolicyResponse()
+
+    async def _policy_target(self, request: PolicyRequest, *, write: bool) -> Principal:
+        """The caller, once it may read (or write) the policy the request names."""
+        principal = require_global_admin() if write and not request.consumer_id else require_admin()
+        required(tenant_id=request.tenant_id)
+        check_administers(principal, request.tenant_id, "tenant", request.tenant_id)
+        if request.consumer_id:
+            consumer = await administered_consumer(self._store, principal, request.consumer_id)
+            if consumer.tenant_id != request.tenant_id:
+                raise not_found("consumer", request.consumer_id)
+        return principal
+
+    async def _stored_policy(self, request: PolicyRequest) -> pb.QuotaPolicy:
+        consumer_id = request.consumer_id or None
+        rows = await self._store.get_quota_policies(request.tenant_id, consumer_id)
+        wanted = "tenant" if consumer_id is None else "consumer"
+        for scope, body in rows:
+            if scope == wanted:
+                return _policy_pb(body)
+        raise not_found(*_named(request))
+
+    async def _check_within_tenant(self, tenant_id: str, body: dict[str, Any]) -> None:
+        """INVALID_ARGUMENT for a consumer limit above the tenant's same limit."""
+        tenant = dict(await self._store.get_quota_policies(tenant_id, None)).get("tenant", {})
+        above = [
+            FieldViolation(f"policy.{name}", f"above the tenant's {name} of {tenant[name]:g}")
+            for name, value in body.items()
+            if name in tenant and value > tenant[name]
+        ]
+        if above:
+            raise invalid_argument(above)
+
+
+def _named(request: PolicyRequest) -> tuple[str, str]:
+    if request.consumer_id:
+        return "quota policy of consumer", request.consumer_id
+    return "quota policy of tenant", request.tenant_id

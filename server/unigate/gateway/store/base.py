@@ -11,7 +11,7 @@ page size, an empty name, a key whose tenant is not its owner's).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from unigate.gateway.store.models import (
     Admin,
@@ -123,3 +123,19 @@ class Store(Protocol):
         page_size: int = 0,
         page_token: str = "",
     ) -> Page[Subscription]: ...
+
+    # quota policies: the limit fields of a quota.policy.Policy, per tenant or consumer
+    async def set_quota_policy(
+        self, tenant_id: str, consumer_id: str | None, policy: dict[str, Any]
+    ) -> None:
+        """Create or replace the tenant's policy (consumer_id None) or the consumer's;
+        ValueError when `policy` is not a valid set of limits."""
+
+    async def get_quota_policies(
+        self, tenant_id: str, consumer_id: str | None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """("tenant", limits) when the tenant has a policy, then ("consumer", limits)
+        when `consumer_id` is given and has one."""
+
+    async def delete_quota_policy(self, tenant_id: str, consumer_id: str | None) -> None:
+        """NotFoundError when there is none."""

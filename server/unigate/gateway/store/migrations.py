@@ -113,7 +113,27 @@ _INITIAL = (
     "CREATE INDEX subscriptions_by_status ON subscriptions (status, id)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _INITIAL),)
+# One row per tenant (consumer_id NULL) and per consumer: the limit fields of a
+# quota.policy.Policy as JSON text. NULLs are distinct in a UNIQUE constraint, so
+# two partial unique indexes keep one row per (tenant, consumer-or-none).
+_QUOTA_POLICIES = (
+    """CREATE TABLE quota_policies (
+        tenant_id {key} NOT NULL REFERENCES tenants (id),
+        consumer_id {key},
+        body TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        FOREIGN KEY (consumer_id, tenant_id) REFERENCES consumers (id, tenant_id)
+    )""",
+    "CREATE UNIQUE INDEX quota_policies_of_tenant ON quota_policies (tenant_id)"
+    " WHERE consumer_id IS NULL",
+    "CREATE UNIQUE INDEX quota_policies_of_consumer ON quota_policies (tenant_id, consumer_id)"
+    " WHERE consumer_id IS NOT NULL",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _INITIAL),
+    Migration(2, "quota policies", _QUOTA_POLICIES),
+)
 
 
 def render(statement: str, dialect: Dialect) -> str:

@@ -105,3 +105,15 @@ async def test_no_policy_no_headers(start_gateway: StartGateway) -> None:
     call = gateway.stub.Chat(chat())
     await call
     assert not any(k.startswith("x-ratelimit") for k, _ in await call.trailing_metadata())
+
+
+async def test_a_deployment_limit_holds_whoever_calls(start_gateway: StartGateway) -> None:
+    policy = {"scope": "deployment", "match": "local-mock/echo", "requests_per_minute": 2}
+    gateway = await start_gateway(with_quotas(policy))
+    await gateway.stub.Chat(chat())
+    chunks = [c async for c in gateway.stub.StreamChat(chat())]
+    assert chunks[-1].finish_reason == pb.FINISH_REASON_STOP
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gateway.stub.Chat(chat())
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert quota_failures(caught.value) == ["deployment:local-mock/echo"]

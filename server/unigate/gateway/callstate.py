@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
@@ -13,3 +14,9 @@ principal: ContextVar[Principal | None] = ContextVar("unigate_principal", defaul
 # Trailing metadata that inner layers add (x-ratelimit-*); the request-id interceptor
 # sends it with the answer, the error interceptor with a failure.
 trailers: ContextVar[list[tuple[str, str]] | None] = ContextVar("unigate_trailers", default=None)
+# Set by the quota interceptor when deployment-scoped limits exist: the service calls
+# it with the upstream deployment it picked, before calling it (the one seam where
+# routing tells policy which vendor account serves the call).
+on_deployment: ContextVar[Callable[[str], Awaitable[None]] | None] = ContextVar(
+    "unigate_on_deployment", default=None
+)

@@ -88,7 +88,9 @@ class QuotaInterceptor(HandlerInterceptor):
     ) -> None:
         super().__init__()
         self._backend = backend
-        self._policies = list(policies)
+        self._policies = [p for p in policies if p.scope != "deployment"]
+        # Checked once the service has picked the upstream deployment (on_deployment).
+        self._deployment_policies = [p for p in policies if p.scope == "deployment"]
         self._prices = dict(prices)
         self._store = store
         self._cache_ttl = cache_ttl
@@ -103,7 +105,7 @@ class QuotaInterceptor(HandlerInterceptor):
 
     @property
     def policies(self) -> Sequence[Policy]:
-        return tuple(self._policies)
+        return (*self._policies, *self._deployment_policies)
 
     async def _limits(self, request: Any) -> list[Limit]:
         principal = callstate.principal.get()
@@ -176,22 +178,39 @@ class QuotaInterceptor(HandlerInterceptor):
         if not task.cancelled() and task.exception() is not None:
             log.warning("quota settle failed: %r", task.exception())
 
+    async def _begin(self, request: Any) -> list[Lease]:
+        """Admit the call; arm the deployment check if any policy is per deployment."""
+        leases: list[Lease] = []
+        limits = await self._limits(request)
+        if limits:
+            leases.append((await self._admit(limits)).lease)
+        if self._deployment_policies:
+
+            async def on_deployment(name: str) -> None:
+                scoped = limits_for(self._deployment_policies, {"deployment": name})
+                if scoped:
+                    leases.append((await self._admit(scoped)).lease)
+
+            callstate.on_deployment.set(on_deployment)
+        return leases
+
+    def _end(self, leases: list[Lease], alias: str, usage: Any) -> None:
+        for lease in leases:
+            self._settle(lease, alias, usage)
+
     def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
         if not method.startswith(INFERENCE) or method == LIST_MODELS:
             return behavior
 
         async def unary(request: Any, context: Context) -> Any:
-            limits = await self._limits(request)
-            if not limits:
-                return await behavior(request, context)
-            decision = await self._admit(limits)
+            leases = await self._begin(request)
             usage = None
             try:
                 response = await behavior(request, context)
                 usage = response.usage if response.HasField("usage") else None
                 return response
             finally:
-                self._settle(decision.lease, request.model, usage)
+                self._end(leases, request.model, usage)
 
         return unary
 
@@ -200,12 +219,7 @@ class QuotaInterceptor(HandlerInterceptor):
             return behavior
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            limits = await self._limits(request)
-            if not limits:
-                async for response in behavior(request, context):
-                    yield response
-                return
-            decision = await self._admit(limits)
+            leases = await self._begin(request)
             usage = None
             try:
                 async for response in behavior(request, context):
@@ -213,6 +227,6 @@ class QuotaInterceptor(HandlerInterceptor):
                         usage = response.usage
                     yield response
             finally:
-                self._settle(decision.lease, request.model, usage)
+                self._end(leases, request.model, usage)
 
         return stream

@@ -53,6 +53,8 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
     ) -> Reply:
         started = time.perf_counter()
         alias, deployment, call, upstream_started = self._upstream(request.model, needs, context)
+        if (admit := callstate.on_deployment.get()) is not None:
+            await admit(deployment.name)
         response = await method(deployment.provider)(request, call)
         _gateway_facts(response.gateway, alias, deployment, started, upstream_started)
         return response
@@ -70,6 +72,8 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         alias, deployment, call, upstream_started = self._upstream(
             request.model, (*needs, "streaming"), context
         )
+        if (admit := callstate.on_deployment.get()) is not None:
+            await admit(deployment.name)
         async with aclosing(method(deployment.provider)(request, call)) as chunks:
             async for chunk in chunks:
                 if chunk.finish_reason:

@@ -70,3 +70,17 @@ async def test_a_stored_tenant_policy_limits_that_tenant_only(
     assert error_info(caught.value).reason == "RATE_LIMITED"
     for _ in range(4):  # another tenant: no stored policy, no limit
         await running.stub.Chat(REQUEST, metadata=as_(globex_key))
+
+    # The admin sees the stored limit used up, and can reset it.
+    admin_md = (("authorization", f"Bearer {admin_key.key}"),)
+    usage = await admin.GetQuotaUsage(
+        admin_pb2.GetQuotaUsageRequest(scope=admin_pb2.QUOTA_SCOPE_TENANT, id=acme),
+        metadata=admin_md,
+    )
+    [row] = [u for u in usage.usages if u.limit_name == "requests_per_minute"]
+    assert (row.limit, row.remaining) == (2, 0)
+    await admin.ResetQuotaUsage(
+        admin_pb2.ResetQuotaUsageRequest(scope=admin_pb2.QUOTA_SCOPE_TENANT, id=acme),
+        metadata=admin_md,
+    )
+    assert (await running.stub.Chat(REQUEST, metadata=as_(acme_key))).message.content

@@ -291,7 +291,7 @@ async def create_server(
     services = [INFERENCE_SERVICE]
     if security.store is not None:
         forget = security.authenticator.forget_key if security.authenticator else None
-        view = QuotaView(quota.backend, quota.policies) if quota and quota.policies else None
+        view = QuotaView(quota.backend, quota.policies) if quota else None
         admin = AdminService(security.store, key_changed=forget, quotas=view)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
         services.append(ADMIN_SERVICE)

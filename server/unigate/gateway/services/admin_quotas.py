@@ -126,8 +126,28 @@ class QuotaRpcs(admin_pb2_grpc.AdminServiceServicer):
                 Reason.QUOTAS_NOT_CONFIGURED,
                 "no quota policies are configured",
             )
-        limits = limits_for(self._quotas.policies, {scope: ident})
+        policies = [*self._quotas.policies, *await self._stored_policies(scope, ident)]
+        limits = limits_for(policies, {scope: ident})
         return self._quotas, limits, f"{scope}:{ident}"
+
+    async def _stored_policies(self, scope: str, ident: str) -> list[Policy]:
+        """A tenant's or a consumer's own policy from the store, as the quota check sees it."""
+        if scope == "tenant":
+            tenant_id, consumer_id = ident, None
+        elif scope == "consumer":
+            try:
+                consumer = await self._store.get_consumer(ident)
+            except NotFoundError:
+                return []
+            tenant_id, consumer_id = consumer.tenant_id, ident
+        else:
+            return []
+        try:
+            rows = await self._store.get_quota_policies(tenant_id, consumer_id)
+        except NotFoundError:
+            return []
+        match = {"tenant": tenant_id, "consumer": consumer_id or ""}
+        return [Policy(scope=s, match=match[s], **body) for s, body in rows if s == scope]
 
     async def _check_subject(self, principal: Principal, scope: str, ident: str) -> None:
         """NOT_FOUND unless `principal` administers the tenant the subject is in."""

@@ -182,16 +182,19 @@ class QuotaInterceptor(HandlerInterceptor):
         """Admit the call; arm the deployment check if any policy is per deployment."""
         leases: list[Lease] = []
         limits = await self._limits(request)
-        if limits:
-            leases.append((await self._admit(limits)).lease)
-        if self._deployment_policies:
+        if not self._deployment_policies:
+            if limits:
+                leases.append((await self._admit(limits)).lease)
+            return leases
 
-            async def on_deployment(name: str) -> None:
-                scoped = limits_for(self._deployment_policies, {"deployment": name})
-                if scoped:
-                    leases.append((await self._admit(scoped)).lease)
+        # Deployment limits need the deployment the router picks: admit everything
+        # together then, still in one round trip.
+        async def on_deployment(name: str) -> None:
+            scoped = [*limits, *limits_for(self._deployment_policies, {"deployment": name})]
+            if scoped:
+                leases.append((await self._admit(scoped)).lease)
 
-            callstate.on_deployment.set(on_deployment)
+        callstate.on_deployment.set(on_deployment)
         return leases
 
     def _end(self, leases: list[Lease], alias: str, usage: Any) -> None:

@@ -96,6 +96,8 @@ class ModelSettings(_Strict):
     description: str = ""
     deployments: list[DeploymentSettings] = Field(min_length=1)
     capabilities: CapabilityOverrides = CapabilityOverrides()
+    log_bodies: bool = False
+    """Store request and response bodies in the call log, redacted (call_log.redact)."""
 
 
 class StoreSettings(_Strict):
@@ -123,6 +125,56 @@ class AuthSettings(IdentitySettings):
     """How long a subscription decision may be cached in each process."""
 
 
+class CallLogSettings(_Strict):
+    """Every inference call recorded in the store, written in batches off the call's path."""
+
+    enabled: bool = True
+    store_url: str | None = Field(None, pattern=r"^(sqlite|postgresql|postgres)://")
+    """Where call logs go; the `store.url` database when unset (its own connection)."""
+    queue_size: int = Field(10_000, gt=0)
+    """Records waiting to be written; beyond this, new records are dropped and counted."""
+    batch_size: int = Field(500, gt=0)
+    flush_interval: Duration = 1.0
+    """A batch is written when it is full or this long after its first record."""
+    retention: Duration = 30 * 86400.0
+    """How long call records are kept; 0 keeps them forever."""
+    usage_retention: Duration = 400 * 86400.0
+    """How long the per-minute usage rollups (GetUsageStats) are kept; 0: forever."""
+    cleanup_interval: Duration = 3600.0
+    redact: list[str] = Field(default_factory=list)
+    """Regular expressions removed from logged bodies, besides the built-in ones
+    (e-mail addresses, card numbers, API keys and bearer tokens)."""
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> CallLogSettings:
+        for index, pattern in enumerate(self.redact):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise _KeyedError(f"call_log.redact[{index}]", f"not a regex: {exc}") from None
+        return self
+
+
+class MetricsSettings(_Strict):
+    """Prometheus metrics over HTTP on a port of their own (GET /metrics)."""
+
+    enabled: bool = False
+    host: str = "0.0.0.0"
+    port: int = Field(9464, ge=0, le=65535)
+
+
+class TracingSettings(_Strict):
+    """OpenTelemetry spans for each call and each upstream attempt."""
+
+    enabled: bool = False
+    exporter: str = Field("otlp", pattern=r"^(otlp|console)$")
+    endpoint: str = "http://127.0.0.1:4317"
+    """The OTLP/gRPC collector (exporter: otlp)."""
+    service_name: str = "unigate"
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+    """Share of new traces recorded; a caller's sampled traceparent is always followed."""
+
+
 class GatewayConfig(_Strict):
     server: ServerSettings = ServerSettings()
     logging: LoggingSettings = LoggingSettings()
@@ -131,6 +183,9 @@ class GatewayConfig(_Strict):
     tls: TlsSettings | None = None
     auth: AuthSettings = AuthSettings()
     quotas: QuotaSettings = QuotaSettings()
+    call_log: CallLogSettings = CallLogSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     disabled_providers: dict[str, str] = Field(default_factory=dict, exclude=True)

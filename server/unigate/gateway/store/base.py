@@ -16,6 +16,8 @@ from typing import Any, Protocol
 from unigate.gateway.store.models import (
     Admin,
     ApiKey,
+    CallLog,
+    CallLogFilter,
     Consumer,
     KeyOwner,
     Page,
@@ -23,6 +25,8 @@ from unigate.gateway.store.models import (
     Subscription,
     SubscriptionStatus,
     Tenant,
+    UsageQuery,
+    UsageRow,
 )
 
 DEFAULT_PAGE_SIZE = 50
@@ -139,3 +143,22 @@ class Store(Protocol):
 
     async def delete_quota_policy(self, tenant_id: str, consumer_id: str | None) -> None:
         """NotFoundError when there is none."""
+
+    # call logs (observability/calllog.py writes them in batches, off the call's path)
+    async def insert_call_logs(self, records: Sequence[CallLog]) -> None:
+        """Insert the records and add them to the per-minute rollups, in one transaction."""
+
+    async def list_call_logs(
+        self, where: CallLogFilter, page_size: int = 0, page_token: str = ""
+    ) -> Page[CallLog]:
+        """Newest first (by id); with `where.after_id`, oldest first after that id."""
+
+    async def usage_stats(self, query: UsageQuery) -> list[UsageRow]:
+        """One row per (bucket, group) that saw calls, ordered by bucket then group."""
+
+    async def delete_call_logs_before(self, ts: float, *, limit: int = 5000) -> int:
+        """Delete up to `limit` call logs older than `ts`; how many were deleted.
+        Small batches keep each transaction short (the retention job loops)."""
+
+    async def delete_usage_before(self, ts: float, *, limit: int = 5000) -> int:
+        """Delete up to `limit` per-minute rollup rows older than `ts`."""

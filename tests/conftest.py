@@ -42,11 +42,18 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
     running: list[RunningGateway] = []
 
     async def start(
-        config: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+        config: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        **options: Any,
     ) -> RunningGateway:
-        text = yaml.safe_dump(dict(config if config is not None else MOCK_CONFIG))
+        body = dict(config if config is not None else MOCK_CONFIG)
+        if "store" not in body and "call_log" not in body:
+            # Call logs are on by default, into the store: without one named, keep
+            # them in memory rather than in a unigate.db in the working directory.
+            body["call_log"] = {"store_url": "sqlite://:memory:"}
+        text = yaml.safe_dump(body)
         parsed = parse_config(text, "test-config.yaml", env=env or {})
-        gateway = await create_server(parsed, host="127.0.0.1", port=0)
+        gateway = await create_server(parsed, host="127.0.0.1", port=0, **options)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")
         handle = RunningGateway(gateway, channel, inference_pb2_grpc.InferenceServiceStub(channel))
         running.append(handle)

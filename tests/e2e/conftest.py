@@ -130,6 +130,7 @@ def launch(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else gateway_env(),
+            cwd=log_path.parent,  # relative paths in a config (a SQLite store) stay in tmp
         )
     gateway = GatewayProcess(port, process, log_path, config_path)
     deadline = time.monotonic() + STARTUP_TIMEOUT

@@ -37,13 +37,13 @@ async def test_chat_echoes_with_usage_and_gateway_facts(mock_gateway: RunningGat
     assert response.gateway.deployment == "local-mock/echo"
     assert response.gateway.attempts == 1
     assert response.gateway.latency.ToNanoseconds() > 0
-    assert ("x-request-id", "req-42") in tuple(await call.trailing_metadata())
+    assert ("x-request-id", "req-42") in tuple(await call.initial_metadata())
 
 
 async def test_request_id_is_generated_when_absent(mock_gateway: RunningGateway) -> None:
     call = mock_gateway.stub.Chat(chat())
     response = await call
-    metadata = dict(await call.trailing_metadata())
+    metadata = dict(await call.initial_metadata())
     assert len(metadata["x-request-id"]) == 32
     assert response.gateway.request_id == metadata["x-request-id"]
 

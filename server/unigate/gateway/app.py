@@ -20,19 +20,23 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from unigate.gateway.config import GatewayConfig, ServerSettings, TlsSettings
+from unigate.gateway.config import CallLogSettings, GatewayConfig, ServerSettings, TlsSettings
 from unigate.gateway.identity.access import AccessPolicy
 from unigate.gateway.identity.jwt import JwtAuthenticator
 from unigate.gateway.identity.keys import KeyAuthenticator
 from unigate.gateway.identity.mtls import MtlsIdentifier
 from unigate.gateway.interceptors.access import AccessInterceptor
-from unigate.gateway.interceptors.access_log import AccessLogInterceptor
+from unigate.gateway.interceptors.calllog import CallLogInterceptor
 from unigate.gateway.interceptors.auth import Authenticator, AuthInterceptor, store_key_lookup
 from unigate.gateway.interceptors.errors import ErrorInterceptor
 from unigate.gateway.interceptors.inflight import InFlight, InFlightInterceptor
 from unigate.gateway.interceptors.quota import QuotaInterceptor
 from unigate.gateway.interceptors.request_id import RequestIdInterceptor
 from unigate.gateway.observability.access import AccessLog
+from unigate.gateway.observability.calllog import CallLogWriter
+from unigate.gateway.observability.metrics import DeploymentState, Metrics
+from unigate.gateway.observability.redact import Redactor
+from unigate.gateway.observability.tracing import Tracing
 from unigate.gateway.providers.base import Provider
 from unigate.gateway.providers.registry import PROVIDER_KINDS
 from unigate.gateway.providers.transport import HttpTransport, TransportLimits
@@ -116,6 +120,108 @@ async def _security(config: GatewayConfig) -> Security:
 
 
 @dataclass
+class Observability:
+    """Where calls are recorded: access log, call log, metrics, traces; each optional."""
+
+    access_log: AccessLog | None = None
+    call_log: CallLogWriter | None = None
+    call_log_store: Store | None = None
+    metrics: Metrics | None = None
+    metrics_port: int | None = None
+    tracing: Tracing | None = None
+
+    def interceptor(self, config: GatewayConfig) -> CallLogInterceptor | None:
+        if not (self.access_log or self.call_log or self.metrics or self.tracing):
+            return None
+        return CallLogInterceptor(
+            access_log=self.access_log,
+            writer=self.call_log,
+            metrics=self.metrics,
+            tracing=self.tracing,
+            prices=config.quotas.prices,
+        )
+
+    def start(self, config: GatewayConfig, router: Router) -> None:
+        if self.access_log is not None:
+            self.access_log.start()
+        if self.call_log is not None:
+            self.call_log.start()
+        if self.metrics is not None:
+            self._watch(self.metrics, router)
+            settings = config.metrics
+            try:
+                self.metrics_port = self.metrics.start(settings.host, settings.port)
+            except OSError as exc:
+                where = _address(settings.host, settings.port)
+                raise OSError(f"cannot serve metrics on {where}: {exc.strerror or exc}") from None
+
+    def _watch(self, metrics: Metrics, router: Router) -> None:
+        if self.call_log is not None:
+            writer = self.call_log
+            metrics.watch_queue("call_log", lambda: writer.depth, lambda: writer.dropped)
+        if self.access_log is not None:
+            access = self.access_log
+            metrics.watch_queue("access_log", lambda: access.depth, lambda: access.dropped)
+        metrics.watch_deployments(lambda: _deployment_states(router))
+
+    async def close(self) -> None:
+        """Flush what is queued (after the server stopped), then let go of the rest."""
+        if self.access_log is not None:
+            await self.access_log.close()
+        if self.call_log is not None:
+            await self.call_log.close()
+        if self.call_log_store is not None:
+            await self.call_log_store.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
+        if self.metrics is not None:
+            self.metrics.stop()
+
+
+def _deployment_states(router: Router) -> list[DeploymentState]:
+    # Every deployment is taken as healthy until circuit breaking (routing) says otherwise.
+    return [
+        DeploymentState(d.name, route.alias, d.provider.name, "healthy", 0, None, None)
+        for route in router.routes()
+        for d in route.deployments
+    ]
+
+
+async def _call_log(settings: CallLogSettings, default_url: str) -> tuple[CallLogWriter, Store]:
+    url = settings.store_url or default_url
+    try:
+        store = await open_store(url)
+    except Exception as exc:
+        where = url.split("@")[-1]  # never the user:password part
+        raise OSError(
+            f"cannot open the call log store {where}: {type(exc).__name__}: {exc}"
+        ) from None
+    writer = CallLogWriter(
+        store,
+        queue_size=settings.queue_size,
+        batch_size=settings.batch_size,
+        flush_interval=settings.flush_interval,
+        redactor=Redactor(settings.redact),
+        retention=settings.retention,
+        usage_retention=settings.usage_retention,
+        cleanup_interval=settings.cleanup_interval,
+    )
+    return writer, store
+
+
+async def _observability(config: GatewayConfig, tracing: Tracing | None) -> Observability:
+    seen = Observability()
+    if config.logging.access_log:
+        seen.access_log = AccessLog(text=config.logging.format == "text")
+    if config.call_log.enabled:
+        seen.call_log, seen.call_log_store = await _call_log(config.call_log, config.store.url)
+    if config.metrics.enabled:
+        seen.metrics = Metrics()
+    seen.tracing = tracing or Tracing.from_settings(config.tracing)
+    return seen
+
+
+@dataclass
 class Gateway:
     """A running gateway: its server, the port it bound and what it must close."""
 
@@ -128,8 +234,12 @@ class Gateway:
     router: Router
     inflight: InFlight
     security: Security
-    access_log: AccessLog | None = None
+    observability: Observability
     quota: QuotaInterceptor | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.observability.metrics_port
 
     async def stop(self, grace: float | None = None, *, hurry: asyncio.Event | None = None) -> None:
         """Drain: health NOT_SERVING; after drain_delay, refuse new calls; let in-flight
@@ -148,8 +258,7 @@ class Gateway:
         # One stop, with no grace: what is still open now is over time or plumbing
         # (health Watch streams). Two overlapping stop() calls can crash grpc.
         await self.server.stop(0)
-        if self.access_log is not None:
-            await self.access_log.close()
+        await self.observability.close()
         if self.quota is not None:
             await self.quota.close()
         await asyncio.gather(*(p.close() for p in self.providers.values()))
@@ -241,16 +350,23 @@ def build_providers(config: GatewayConfig, transport: HttpTransport) -> dict[str
 
 
 async def create_server(
-    config: GatewayConfig, host: str | None = None, port: int | None = None
+    config: GatewayConfig,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    tracing: Tracing | None = None,
 ) -> Gateway:
-    """Build, bind and start the server; the returned Gateway knows the bound port."""
+    """Build, bind and start the server; the returned Gateway knows the bound port.
+    `tracing` replaces the one the config describes (tests bring an in-memory one)."""
     settings = config.server
+    seen = await _observability(config, tracing)
     transport = HttpTransport(
         TransportLimits(
             connections_per_upstream=config.upstream.connections_per_upstream,
             connect_timeout=config.upstream.connect_timeout,
             keepalive_timeout=config.upstream.keepalive_timeout,
-        )
+        ),
+        tracing=seen.tracing,
     )
     providers = build_providers(config, transport)
     router = build_router(config, providers)
@@ -274,11 +390,13 @@ async def create_server(
         RequestIdInterceptor(),
         ErrorInterceptor(),
     ]
-    access_log: AccessLog | None = None
-    if config.logging.access_log:
-        access_log = AccessLog(text=config.logging.format == "text")
-        interceptors.append(AccessLogInterceptor(access_log))
-    security = await _security(config)
+    if (recorder := seen.interceptor(config)) is not None:
+        interceptors.append(recorder)
+    try:
+        security = await _security(config)
+    except BaseException:
+        await asyncio.gather(transport.close(), seen.close())
+        raise
     interceptors.extend(security.interceptors)
     quota = _quota(config, security.store)
     if quota is not None:
@@ -286,7 +404,7 @@ async def create_server(
     server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))
 
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-        InferenceService(router, settings.default_deadline), server
+        InferenceService(router, settings.default_deadline, seen.tracing), server
     )
     services = [INFERENCE_SERVICE]
     if security.store is not None:
@@ -311,10 +429,16 @@ async def create_server(
     except RuntimeError:
         await transport.close()
         await security.close()
+        await seen.close()
         raise OSError(f"cannot listen on {address}: {_bind_problem(address)}") from None
+    try:
+        seen.start(config, router)
+    except OSError:
+        await transport.close()
+        await security.close()
+        await seen.close()
+        raise
     await server.start()
-    if access_log is not None:
-        access_log.start()
     for service in ("", *services):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
     return Gateway(
@@ -327,7 +451,7 @@ async def create_server(
         router,
         inflight,
         security,
-        access_log,
+        seen,
         quota,
     )
 

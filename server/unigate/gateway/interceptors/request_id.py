@@ -1,16 +1,21 @@
 """Give every call a request id: the caller's `x-request-id`, or a new one.
 
 The id goes into a contextvar for every later layer (logs, upstream headers, the
-response's gateway facts) and back to the caller as `x-request-id` metadata:
+call log, the response's gateway facts) and back to the caller as `x-request-id`:
 
-- streaming RPCs: in initial metadata, sent just before the first message;
-- unary RPCs: in trailing metadata, which arrives with the response;
-- failed calls: in trailing metadata with the status (interceptors/errors.py).
+- answers, unary and streaming: in initial metadata (response headers), sent just
+  before the first message;
+- failed calls: in the metadata of the status (interceptors/errors.py); a call
+  that fails before any message is a trailers-only response, whose one HTTP/2
+  header block carries it.
 
 Nothing is sent before the handler has produced something, because response
 headers commit a call: a client's retry policy may only retry an UNAVAILABLE
-that arrives before any headers, and an explicit initial-metadata send also
-costs a unary call a completion-queue round trip of its own (~90 µs measured).
+that arrives before any headers. For a unary answer the headers cost one more
+completion-queue batch than sending them with the message would (grpc.aio has
+no way to queue initial metadata without sending it): ~25-100 µs on this
+machine (bench/chain_overhead.py), the price of the id being where callers and
+proxies look for it first.
 """
 
 from __future__ import annotations
@@ -46,7 +51,9 @@ class RequestIdInterceptor(HandlerInterceptor):
             extra: list[tuple[str, str]] = []
             callstate.trailers.set(extra)
             response = await behavior(request, context)
-            context.set_trailing_metadata(((HEADER, rid), *extra))
+            await context.send_initial_metadata(((HEADER, rid),))
+            if extra:
+                context.set_trailing_metadata(tuple(extra))
             return response
 
         return unary

@@ -34,6 +34,10 @@ class AccessLog:
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
 
+    @property
+    def depth(self) -> int:
+        return len(self._lines)
+
     def record(self, fields: dict[str, object]) -> None:
         if len(self._lines) >= self._capacity:
             self.dropped += 1

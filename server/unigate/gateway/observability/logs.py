@@ -19,6 +19,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from unigate.gateway import callstate
+
 # Attributes every LogRecord has; anything else was passed in `extra` and is logged.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
@@ -75,6 +77,9 @@ class _DroppingQueueHandler(logging.handlers.QueueHandler):
         # Resolve what may not survive the trip (arguments, the live traceback),
         # but leave the JSON formatting to the writer thread.
         record = copy.copy(record)
+        # The call a record was logged in, read here in the caller's context.
+        if not hasattr(record, "request_id") and (rid := callstate.request_id.get()):
+            record.request_id = rid
         record.msg = record.getMessage()
         record.args = None
         if record.exc_info:

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -20,7 +20,11 @@ import aiohttp.http_exceptions
 import grpc
 import orjson
 
+from unigate.gateway import callstate
 from unigate.gateway.errors import GatewayError, Reason
+
+if TYPE_CHECKING:
+    from unigate.gateway.observability.tracing import Tracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +53,14 @@ class Target:
 
 
 class HttpTransport:
-    def __init__(self, limits: TransportLimits | None = None) -> None:
+    """`tracing`, when on, names the current span in each request's traceparent and
+    describes the request on it; when off, a caller's traceparent is forwarded as is."""
+
+    def __init__(
+        self, limits: TransportLimits | None = None, *, tracing: Tracing | None = None
+    ) -> None:
         self._limits = limits or TransportLimits()
+        self._tracing = tracing
         self._sessions: dict[str, aiohttp.ClientSession] = {}
 
     def _session(self, url: str) -> aiohttp.ClientSession:
@@ -73,6 +83,21 @@ class HttpTransport:
             self._sessions[origin] = session
         return session
 
+    def _outgoing(
+        self, method: str, url: str, headers: Mapping[str, str] | None
+    ) -> Mapping[str, str] | None:
+        """The headers plus a traceparent, when there is one to send upstream."""
+        if self._tracing is not None:
+            self._tracing.note_request(method, url)
+            carrier: dict[str, str] = {}
+            self._tracing.inject(carrier)
+            if carrier:
+                return {**headers, **carrier} if headers else carrier
+        parent = callstate.traceparent.get()
+        if not parent:
+            return headers
+        return {**headers, "traceparent": parent} if headers else {"traceparent": parent}
+
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         seconds = max(seconds, 0.001)
         return aiohttp.ClientTimeout(
@@ -90,6 +115,7 @@ class HttpTransport:
         json: Any = None,
     ) -> HttpResult:
         """Send one request and read the whole answer, whatever its status."""
+        headers = self._outgoing(method, url, headers)
         with map_transport_errors(target):
             async with self._session(url).request(
                 method,
@@ -99,6 +125,8 @@ class HttpTransport:
                 timeout=self._timeout(timeout),
                 allow_redirects=False,
             ) as response:
+                if self._tracing is not None:
+                    self._tracing.note_response(response.status)
                 body = await response.read()
                 return HttpResult(response.status, response.headers, body)
 
@@ -117,6 +145,7 @@ class HttpTransport:
         Errors while reading the body inside the `async with` are translated too.
         Leaving the block early (the caller cancelled) closes the upstream connection.
         """
+        headers = self._outgoing("POST", url, headers)
         with map_transport_errors(target):
             async with self._session(url).post(
                 url,
@@ -125,6 +154,8 @@ class HttpTransport:
                 timeout=self._timeout(timeout),
                 allow_redirects=False,
             ) as response:
+                if self._tracing is not None:
+                    self._tracing.note_response(response.status)
                 yield response
 
     async def close(self) -> None:

@@ -35,6 +35,7 @@ class Route:
     description: str
     deployments: list[Deployment]
     capabilities: pb.Capabilities
+    log_bodies: bool = False
     _cycle: Iterable[Deployment] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -97,6 +98,9 @@ class Router:
             field_violations=[FieldViolation("model", f"no model alias named {alias!r}")],
         )
 
+    def routes(self) -> list[Route]:
+        return [self._routes[alias] for alias in sorted(self._routes)]
+
     @property
     def disabled_aliases(self) -> list[str]:
         return sorted(self._disabled)
@@ -121,7 +125,11 @@ def build_router(config: GatewayConfig, providers: Mapping[str, Provider]) -> Ro
             disabled[alias] = why
             continue
         routes[alias] = Route(
-            alias, settings.description, deployments, _capabilities(settings, deployments)
+            alias,
+            settings.description,
+            deployments,
+            _capabilities(settings, deployments),
+            log_bodies=settings.log_bodies,
         )
     return Router(routes, disabled)
 

@@ -6,18 +6,37 @@ translation in providers/, and errors become statuses in interceptors/errors.py.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import aclosing, contextmanager
 from typing import TypeVar
 
 from unigate.gateway import callstate
+from unigate.gateway.errors import GatewayError, Reason
 from unigate.gateway.interceptors.base import Context
+from unigate.gateway.observability.tracing import Tracing
 from unigate.gateway.providers.base import Provider, UpstreamCall
 from unigate.gateway.routing.router import Deployment, Router
 from unigate.gateway.services import validation
 from unigate.v1 import inference_pb2 as pb
 from unigate.v1 import inference_pb2_grpc
+
+log = logging.getLogger("unigate.upstream")
+
+# Failures on the vendor's side, worth an operator's attention (a caller's bad
+# request is the caller's to fix, and is in the call log either way).
+_UPSTREAM_TROUBLE = frozenset(
+    {
+        Reason.UPSTREAM_UNAVAILABLE,
+        Reason.UPSTREAM_TIMEOUT,
+        Reason.UPSTREAM_RATE_LIMITED,
+        Reason.UPSTREAM_QUOTA_EXHAUSTED,
+        Reason.UPSTREAM_AUTH_FAILED,
+        Reason.UPSTREAM_PROTOCOL_ERROR,
+        Reason.UPSTREAM_ERROR,
+    }
+)
 
 Request = TypeVar("Request", pb.ChatRequest, pb.CompleteRequest, pb.EmbedRequest)
 Reply = TypeVar("Reply", pb.ChatResponse, pb.CompleteResponse, pb.EmbedResponse)
@@ -26,9 +45,37 @@ StreamMethod = Callable[[Request, UpstreamCall], AsyncGenerator[Chunk, None]]
 
 
 class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
-    def __init__(self, router: Router, default_deadline: float) -> None:
+    def __init__(
+        self, router: Router, default_deadline: float, tracing: Tracing | None = None
+    ) -> None:
         self._router = router
         self._default_deadline = default_deadline
+        self._tracing = tracing
+
+    @contextmanager
+    def _attempt(self, deployment: Deployment) -> Iterator[None]:
+        """One upstream attempt: its span (when tracing), when it ended, and a log
+        line when the upstream failed on its side (the request id comes with it)."""
+        try:
+            if self._tracing is None:
+                yield
+            else:
+                provider = deployment.provider
+                with self._tracing.attempt_span(
+                    deployment.name, provider.name, provider.kind, deployment.model
+                ):
+                    yield
+        except GatewayError as exc:
+            if exc.reason in _UPSTREAM_TROUBLE:
+                log.warning(
+                    "upstream attempt failed: %s",
+                    exc.message,
+                    extra={"deployment": deployment.name, "reason": exc.reason},
+                )
+            raise
+        finally:
+            if (facts := callstate.call.get()) is not None:
+                facts.upstream_ended = time.perf_counter()
 
     def _upstream(
         self, model: str, needs: tuple[str, ...], context: Context
@@ -42,7 +89,15 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             timeout=self._default_deadline if remaining is None else remaining,
             request_id=callstate.request_id.get(),
         )
-        return route.alias, deployment, call, time.perf_counter()
+        started = time.perf_counter()
+        if (facts := callstate.call.get()) is not None:
+            provider = deployment.provider
+            facts.alias = route.alias
+            facts.provider, facts.provider_kind = provider.name, provider.kind
+            facts.deployment, facts.vendor_model = deployment.name, deployment.model
+            facts.log_bodies = route.log_bodies
+            facts.upstream_started = started
+        return route.alias, deployment, call, started
 
     async def _unary(
         self,
@@ -55,7 +110,8 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         alias, deployment, call, upstream_started = self._upstream(request.model, needs, context)
         if (admit := callstate.on_deployment.get()) is not None:
             await admit(deployment.name)
-        response = await method(deployment.provider)(request, call)
+        with self._attempt(deployment):
+            response = await method(deployment.provider)(request, call)
         _gateway_facts(response.gateway, alias, deployment, started, upstream_started)
         return response
 
@@ -74,11 +130,12 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         )
         if (admit := callstate.on_deployment.get()) is not None:
             await admit(deployment.name)
-        async with aclosing(method(deployment.provider)(request, call)) as chunks:
-            async for chunk in chunks:
-                if chunk.finish_reason:
-                    _gateway_facts(chunk.gateway, alias, deployment, started, upstream_started)
-                yield chunk
+        with self._attempt(deployment):
+            async with aclosing(method(deployment.provider)(request, call)) as chunks:
+                async for chunk in chunks:
+                    if chunk.finish_reason:
+                        _gateway_facts(chunk.gateway, alias, deployment, started, upstream_started)
+                    yield chunk
 
     async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:
         needs = validation.check_chat(request)

@@ -1,0 +1,251 @@
+"""Record every call: the access log line, metrics, the call's span, and for
+inference calls the call-log record.
+
+One interceptor for all of them, so a call is wrapped once: it sits inside the
+error interceptor and outside auth, so it sees every outcome (an unknown key is
+logged as UNAUTHENTICATED, a refused quota as RESOURCE_EXHAUSTED) as the
+GatewayError the inner layers raised. The layers inside describe the call in a
+`callstate.CallFacts` (the alias, the deployment and provider that served it,
+when the upstream answered); the response gives the usage. Writing is never on
+the call's path: each sink queues what it gets (observability/calllog.py,
+observability/access.py) or only bumps counters (observability/metrics.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+from unigate.gateway import callstate
+from unigate.gateway.errors import GatewayError
+from unigate.gateway.interceptors.base import (
+    Context,
+    HandlerInterceptor,
+    StreamBehavior,
+    UnaryBehavior,
+)
+from unigate.gateway.observability.access import AccessLog
+from unigate.gateway.observability.calllog import Bodies, CallLogWriter
+from unigate.gateway.observability.metrics import Metrics
+from unigate.gateway.observability.tracing import Tracing
+from unigate.gateway.quota.policy import Price, cost_of
+from unigate.gateway.store.models import CallLog
+
+INFERENCE = "/unigate.v1.InferenceService/"
+LIST_MODELS = INFERENCE + "ListModels"
+TRACEPARENT = "traceparent"
+
+
+def outcome(exc: BaseException | None) -> tuple[str, str]:
+    """The status name and ErrorInfo reason a call ended with."""
+    if exc is None:
+        return "OK", ""
+    if isinstance(exc, GatewayError):
+        return exc.code.name, exc.reason
+    if not isinstance(exc, Exception):  # cancelled by the caller, or the server stopping
+        return "CANCELLED", ""
+    return "INTERNAL", "INTERNAL"
+
+
+def client_address(peer: str) -> str:
+    """The IP address in a grpc peer string: ipv4:1.2.3.4:5, ipv6:[::1]:5, unix:/p."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]")
+    return peer
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+class _Call:
+    """One call in flight: when it began, what it has sent so far."""
+
+    __slots__ = ("context", "facts", "first", "messages", "request", "started", "t0", "usage")
+
+    def __init__(self, request: Any, context: Context, facts: callstate.CallFacts | None):
+        self.request = request
+        self.context = context
+        self.facts = facts
+        self.started = time.time()
+        self.t0 = time.perf_counter()
+        self.first = 0.0  # perf_counter of the first streamed content
+        self.usage: Any = None
+        self.messages: list[Any] | None = None  # kept only for aliases that log bodies
+
+    def sent(self, message: Any) -> None:
+        if not self.first and (message.text or message.tool_calls):
+            self.first = time.perf_counter()
+        if message.HasField("usage"):
+            self.usage = message.usage
+        facts = self.facts
+        if facts is not None and facts.log_bodies:
+            if self.messages is None:
+                self.messages = []
+            self.messages.append(message)
+
+
+class CallLogInterceptor(HandlerInterceptor):
+    def __init__(
+        self,
+        *,
+        access_log: AccessLog | None = None,
+        writer: CallLogWriter | None = None,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+        prices: Mapping[str, Price] | None = None,
+    ) -> None:
+        super().__init__()
+        self._access = access_log
+        self._writer = writer
+        self._metrics = metrics
+        self._tracing = tracing
+        self._prices = dict(prices or {})
+        # Inference calls need facts when a record or metrics will be made of them.
+        self._facts = writer is not None or metrics is not None or tracing is not None
+
+    @contextlib.contextmanager
+    def _span(self, method: str, context: Context) -> Iterator[Any]:
+        metadata = context.invocation_metadata() or ()
+        if self._tracing is None:
+            for key, value in metadata:
+                if key == TRACEPARENT and isinstance(value, str):
+                    callstate.traceparent.set(value)  # forwarded upstream as it came
+            yield None
+            return
+        with self._tracing.call_span(method, metadata) as span:
+            yield span
+
+    def _begin(self, request: Any, context: Context, inference: bool) -> _Call:
+        facts = None
+        if inference and self._facts:
+            facts = callstate.CallFacts()
+            callstate.call.set(facts)
+        return _Call(request, context, facts)
+
+    def _finish(self, method: str, call: _Call, exc: BaseException | None, span: Any) -> None:
+        code, reason = outcome(exc)
+        now = time.perf_counter()
+        latency = now - call.t0
+        facts = call.facts
+        if self._access is not None:
+            self._access.record(
+                {
+                    "request_id": callstate.request_id.get(),
+                    "method": method,
+                    "code": code,
+                    "reason": reason,
+                    "latency_ms": _ms(latency),
+                    **({"alias": facts.alias} if facts is not None and facts.alias else {}),
+                }
+            )
+        if self._metrics is not None:
+            service, _, rpc = method[1:].rpartition("/")
+            self._metrics.call_finished(service, rpc, code, latency)
+        record = self._record(method, call, code, reason, latency) if facts else None
+        if record is not None:
+            if self._writer is not None:
+                bodies = None
+                if facts is not None and facts.log_bodies:
+                    bodies = Bodies(call.request, call.messages or [])
+                self._writer.record(record, bodies)
+            if self._metrics is not None:
+                self._metrics.inference_finished(record)
+        if span is not None and self._tracing is not None:
+            span.set_attribute("unigate.request_id", callstate.request_id.get())
+            if record is not None:
+                span.set_attribute("unigate.alias", record.alias)
+                if record.tenant_id:
+                    span.set_attribute("unigate.tenant", record.tenant_id)
+            self._tracing.finish(span, code, reason)
+
+    def _record(
+        self, method: str, call: _Call, code: str, reason: str, latency: float
+    ) -> CallLog:
+        facts = call.facts
+        assert facts is not None
+        request = call.request
+        principal = callstate.principal.get()
+        usage = call.usage
+        input_tokens = output_tokens = cached = 0
+        if usage is not None:
+            input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
+            cached = usage.cached_input_tokens
+        upstream = None
+        if facts.upstream_started and facts.upstream_ended:
+            upstream = _ms(facts.upstream_ended - facts.upstream_started)
+        alias = facts.alias or request.model
+        return CallLog(
+            request_id=callstate.request_id.get(),
+            ts=call.started,
+            method=method.rpartition("/")[2],
+            code=code,
+            reason=reason,
+            tenant_id=principal.tenant_id if principal is not None else None,
+            consumer_id=principal.consumer_id if principal is not None else None,
+            key_id=principal.subject
+            if principal is not None and principal.via == "api_key"
+            else None,
+            alias=alias,
+            provider=facts.provider,
+            deployment=facts.deployment,
+            vendor_model=facts.vendor_model,
+            latency_ms=_ms(latency),
+            upstream_latency_ms=upstream,
+            ttft_ms=_ms(call.first - call.t0) if call.first else None,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=cached,
+            cost=cost_of(self._prices, alias, input_tokens, output_tokens, cached),
+            cache_hit=facts.cache_hit,
+            retries=facts.retries,
+            fallbacks=",".join(facts.fallbacks),
+            client_address=client_address(call.context.peer() or ""),
+            end_user=getattr(request, "user", ""),
+        )
+
+    def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+        inference = method.startswith(INFERENCE) and method != LIST_MODELS
+        finish = self._finish
+
+        async def unary(request: Any, context: Context) -> Any:
+            call = self._begin(request, context, inference)
+            with self._span(method, context) as span:
+                try:
+                    response = await behavior(request, context)
+                except BaseException as exc:
+                    finish(method, call, exc, span)
+                    raise
+                if inference:
+                    if response.HasField("usage"):
+                        call.usage = response.usage
+                    if call.facts is not None and call.facts.log_bodies:
+                        call.messages = [response]
+                finish(method, call, None, span)
+                return response
+
+        return unary
+
+    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
+        inference = method.startswith(INFERENCE)
+        finish = self._finish
+
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            call = self._begin(request, context, inference)
+            with self._span(method, context) as span:
+                try:
+                    async for response in behavior(request, context):
+                        if inference:
+                            call.sent(response)
+                        yield response
+                except BaseException as exc:
+                    finish(method, call, exc, span)
+                    raise
+                finish(method, call, None, span)
+
+        return stream

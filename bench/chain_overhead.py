@@ -2,8 +2,10 @@
 
 Three servers on loopback, each called N times by one grpc.aio client:
   bare     a grpc.aio servicer that returns a canned ChatResponse (gRPC alone)
-  gateway  the real gateway (interceptors, validation, routing) on the mock provider
-  no-log   the same gateway with the access log switched off
+  gateway  the real gateway (interceptors, validation, routing) on the mock provider,
+           recording as in production: access log, call log (SQLite), metrics
+  quiet    the same gateway recording nothing (no access log, call log or metrics)
+  secured  the recording gateway with auth and approved access on
 The difference between gateway and bare is what unigate adds to a call.
 """
 
@@ -30,8 +32,11 @@ from unigate.v1 import inference_pb2 as pb
 from unigate.v1 import inference_pb2_grpc
 
 CONFIG = """
-logging: {{access_log: {access_log}}}
+logging: {{access_log: {record}}}
+call_log: {{enabled: {record}}}
+metrics: {{enabled: {record}, host: 127.0.0.1, port: 0}}
 auth: {{enabled: false}}
+store: {{url: 'sqlite:///{folder}/bench.db'}}
 providers: {{m: {{kind: mock}}}}
 models: {{mock: {{deployments: [{{provider: m, model: echo}}]}}}}
 """
@@ -92,17 +97,23 @@ async def main(calls: int, concurrency: int, rounds: int) -> None:
         server, port = await bare_server()
         return (lambda: server.stop(0)), port, None
 
-    async def start_gateway(access_log: bool) -> Started:
-        config = parse_config(CONFIG.format(access_log=str(access_log).lower()))
+    async def start_gateway(record: bool) -> Started:
+        folder = tempfile.mkdtemp(prefix="unigate-bench-")
+        config = parse_config(CONFIG.format(record=str(record).lower(), folder=folder))
         gateway = await create_server(config, host="127.0.0.1", port=0)
-        return (lambda: gateway.stop(grace=0)), gateway.port, None
+
+        async def stop() -> None:
+            await gateway.stop(grace=0)
+            shutil.rmtree(folder, ignore_errors=True)
+
+        return stop, gateway.port, None
 
     async def start_secured() -> Started:
         # Auth on: a consumer's API key (cached after the first call) and an approved
         # subscription (cached too), as a production caller meets them.
         folder = tempfile.mkdtemp(prefix="unigate-bench-")
-        text = CONFIG.format(access_log="true").replace("auth: {enabled: false}", "")
-        config = parse_config(text + f"store: {{url: 'sqlite:///{folder}/bench.db'}}\n")
+        text = CONFIG.format(record="true", folder=folder)
+        config = parse_config(text.replace("auth: {enabled: false}", ""))
         gateway = await create_server(config, host="127.0.0.1", port=0)
         store = gateway.security.store
         assert store is not None
@@ -129,7 +140,7 @@ async def main(calls: int, concurrency: int, rounds: int) -> None:
     starters = [
         ("bare grpc.aio", start_bare),
         ("gateway", lambda: start_gateway(True)),
-        ("gateway, no access log", lambda: start_gateway(False)),
+        ("gateway, nothing logged", lambda: start_gateway(False)),
         ("gateway, auth + access", start_secured),
     ]
     # Rounds alternate the order so that drift in machine load hits every server alike.
@@ -153,6 +164,8 @@ async def main(calls: int, concurrency: int, rounds: int) -> None:
         print(f"{name}: adds {median - bare:.0f} µs per call over bare gRPC ({bare:.0f} µs)")
     auth = summary["gateway, auth + access"] - summary["gateway"]
     print(f"auth + access checks (cached key and subscription): {auth:.0f} µs per call")
+    recording = summary["gateway"] - summary["gateway, nothing logged"]
+    print(f"recording (access log, call log, metrics): {recording:.0f} µs per call")
 
 
 if __name__ == "__main__":

@@ -142,9 +142,9 @@ def test_request_id_is_echoed_in_response_headers(
             data=chat_body("hi"),
         )
     )
-    # Answers carry the id in the response headers (see interceptors/request_id.py).
-    headers = out.split("Response headers received:", 1)[1].split("Response contents:", 1)[0]
-    assert re.search(r"^x-request-id: abc123$", headers, re.MULTILINE), out
+    # Unary answers carry the id in trailers (see interceptors/request_id.py).
+    trailers = out.split("Response trailers received:", 1)[1]
+    assert re.search(r"^x-request-id: abc123$", trailers, re.MULTILINE), out
     assert '"requestId": "abc123"' in out
 
 

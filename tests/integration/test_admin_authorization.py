@@ -189,6 +189,56 @@ A_ADMIN_CASES: dict[str, tuple[str, Ids, Build]] = {
         lambda w: w.b1,
         lambda w, i: pb.ListSubscriptionsRequest(consumer_id=i),
     ),
+    "list call logs of tenant": (
+        "ListCallLogs",
+        lambda w: w.b,
+        lambda w, i: pb.ListCallLogsRequest(tenant_id=i),
+    ),
+    "usage stats of tenant": (
+        "GetUsageStats",
+        lambda w: w.b,
+        lambda w, i: pb.GetUsageStatsRequest(tenant_id=i),
+    ),
+}
+
+_POLICY = pb.QuotaPolicy(requests_per_minute=1)
+# Quota policies: tenant B's, or B's consumer named under A's tenant or under B's.
+QUOTA_POLICY_CASES: dict[str, tuple[str, Ids, Build]] = {
+    "get policy of tenant": (
+        "GetQuotaPolicy",
+        lambda w: w.b,
+        lambda w, i: pb.GetQuotaPolicyRequest(tenant_id=i),
+    ),
+    "get policy of consumer": (
+        "GetQuotaPolicy",
+        lambda w: w.b1,
+        lambda w, i: pb.GetQuotaPolicyRequest(tenant_id=w.a, consumer_id=i),
+    ),
+    "get policy of consumer in its tenant": (
+        "GetQuotaPolicy",
+        lambda w: w.b,
+        lambda w, i: pb.GetQuotaPolicyRequest(tenant_id=i, consumer_id=w.b1),
+    ),
+    "set policy of consumer": (
+        "SetQuotaPolicy",
+        lambda w: w.b1,
+        lambda w, i: pb.SetQuotaPolicyRequest(tenant_id=w.a, consumer_id=i, policy=_POLICY),
+    ),
+    "set policy of consumer in its tenant": (
+        "SetQuotaPolicy",
+        lambda w: w.b,
+        lambda w, i: pb.SetQuotaPolicyRequest(tenant_id=i, consumer_id=w.b1, policy=_POLICY),
+    ),
+    "delete policy of consumer": (
+        "DeleteQuotaPolicy",
+        lambda w: w.b1,
+        lambda w, i: pb.DeleteQuotaPolicyRequest(tenant_id=w.a, consumer_id=i),
+    ),
+    "delete policy of consumer in its tenant": (
+        "DeleteQuotaPolicy",
+        lambda w: w.b,
+        lambda w, i: pb.DeleteQuotaPolicyRequest(tenant_id=i, consumer_id=w.b1),
+    ),
 }
 
 # A consumer of tenant A naming other consumers' or tenant B's records.
@@ -226,6 +276,34 @@ async def _same_as_missing(world: World, case: tuple[str, Ids, Build], who: str)
 async def test_tenant_admin_cannot_see_another_tenant(world: World, case: str) -> None:
     await _same_as_missing(world, A_ADMIN_CASES[case], tenant_admin(world.a))
     await _b_is_untouched(world)
+
+
+B_POLICIES = [
+    ("tenant", {"requests_per_minute": 100.0}),
+    ("consumer", {"requests_per_minute": 10.0}),
+]
+
+
+@pytest.mark.parametrize("case", sorted(QUOTA_POLICY_CASES))
+async def test_tenant_admin_cannot_see_another_tenants_quota_policies(
+    world: World, case: str
+) -> None:
+    store = world.server.store
+    await store.set_quota_policy(world.b, None, dict(B_POLICIES[0][1]))
+    await store.set_quota_policy(world.b, world.b1, dict(B_POLICIES[1][1]))
+    await _same_as_missing(world, QUOTA_POLICY_CASES[case], tenant_admin(world.a))
+    assert await store.get_quota_policies(world.b, world.b1) == B_POLICIES
+
+
+@pytest.mark.parametrize("rpc", ["SetQuotaPolicy", "DeleteQuotaPolicy"])
+async def test_tenant_policies_take_a_global_admin(world: World, rpc: str) -> None:
+    """A tenant admin may not change its own tenant's limits, let alone another's."""
+    build = {
+        "SetQuotaPolicy": lambda t: pb.SetQuotaPolicyRequest(tenant_id=t, policy=_POLICY),
+        "DeleteQuotaPolicy": lambda t: pb.DeleteQuotaPolicyRequest(tenant_id=t),
+    }[rpc]
+    for tenant in (world.a, world.b):
+        await expect(world.call(rpc, build(tenant), tenant_admin(world.a)), *DENIED)
 
 
 @pytest.mark.parametrize("case", sorted(CONSUMER_CASES))

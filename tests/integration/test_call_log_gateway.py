@@ -166,9 +166,7 @@ async def test_a_stuck_store_drops_and_counts_but_never_blocks_a_call(
     assert [r.code for r in written] == ["OK"] * 6
 
 
-async def test_shutdown_flushes_what_is_queued(
-    start_gateway: StartGateway, tmp_path: Path
-) -> None:
+async def test_shutdown_flushes_what_is_queued(start_gateway: StartGateway, tmp_path: Path) -> None:
     db = tmp_path / "g.db"
     running = await start_gateway(config(db, flush_interval="1h"))
     for n in range(7):

@@ -37,13 +37,13 @@ async def test_chat_echoes_with_usage_and_gateway_facts(mock_gateway: RunningGat
     assert response.gateway.deployment == "local-mock/echo"
     assert response.gateway.attempts == 1
     assert response.gateway.latency.ToNanoseconds() > 0
-    assert ("x-request-id", "req-42") in tuple(await call.initial_metadata())
+    assert ("x-request-id", "req-42") in tuple(await call.trailing_metadata())
 
 
 async def test_request_id_is_generated_when_absent(mock_gateway: RunningGateway) -> None:
     call = mock_gateway.stub.Chat(chat())
     response = await call
-    metadata = dict(await call.initial_metadata())
+    metadata = dict(await call.trailing_metadata())
     assert len(metadata["x-request-id"]) == 32
     assert response.gateway.request_id == metadata["x-request-id"]
 
@@ -359,3 +359,11 @@ async def test_empty_text_is_refused_unless_beside_tool_calls(
     answer = pb.Message(role=pb.ROLE_TOOL, tool_call_id="c1", content=[pb.ContentPart(text="42")])
     request = pb.ChatRequest(model="mock", messages=[user("q"), assistant, answer, user("and?")])
     assert (await mock_gateway.stub.Chat(request)).message.content[0].text == "and?"
+
+
+async def test_request_id_in_unary_headers_when_asked(start_gateway: StartGateway) -> None:
+    running = await start_gateway({**MOCK_CONFIG, "server": {"request_id_in_headers": True}})
+    call = running.stub.Chat(chat(), metadata=(("x-request-id", "hdr-1"),))
+    response = await call
+    assert ("x-request-id", "hdr-1") in tuple(await call.initial_metadata())
+    assert response.gateway.request_id == "hdr-1"

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import RunningGateway, StartGateway
+from tests.conftest import StartGateway
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from unigate.gateway.observability.logs import configure_logging
 from unigate.gateway.observability.tracing import Tracing
@@ -121,8 +121,16 @@ async def test_metrics_are_scraped_over_http_and_move(
     tokens = moved("unigate_tokens_total", tenant="", alias="gpt", kind="output")
     assert tokens > 0
     assert moved("unigate_cost_total", tenant="", alias="gpt") > 0
-    assert value(after, "unigate_deployment_up", deployment="openai/gpt-4o-mini", alias="gpt",
-                 provider="openai") == 1
+    assert (
+        value(
+            after,
+            "unigate_deployment_up",
+            deployment="openai/gpt-4o-mini",
+            alias="gpt",
+            provider="openai",
+        )
+        == 1
+    )
     assert ("unigate_queue_depth", (("queue", "call_log"),)) in after
     assert value(after, "unigate_queue_dropped_total", queue="call_log") == 0
 
@@ -132,9 +140,7 @@ async def test_a_trace_has_the_upstream_attempt_as_a_child_and_reaches_the_vendo
 ) -> None:
     exported = InMemorySpanExporter()
     tracing = Tracing(exported, batch=False)
-    running = await start_gateway(
-        config(tmp_path, fake), env={"TEST_KEY": KEY}, tracing=tracing
-    )
+    running = await start_gateway(config(tmp_path, fake), env={"TEST_KEY": KEY}, tracing=tracing)
     traceparent = f"00-{CALLER_TRACE}-{CALLER_PARENT}-01"
     await running.stub.Chat(
         chat("gpt"), metadata=(("traceparent", traceparent), ("x-request-id", "t-1"))

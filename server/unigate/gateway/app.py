@@ -26,8 +26,8 @@ from unigate.gateway.identity.jwt import JwtAuthenticator
 from unigate.gateway.identity.keys import KeyAuthenticator
 from unigate.gateway.identity.mtls import MtlsIdentifier
 from unigate.gateway.interceptors.access import AccessInterceptor
-from unigate.gateway.interceptors.calllog import CallLogInterceptor
 from unigate.gateway.interceptors.auth import Authenticator, AuthInterceptor, store_key_lookup
+from unigate.gateway.interceptors.calllog import CallLogInterceptor
 from unigate.gateway.interceptors.errors import ErrorInterceptor
 from unigate.gateway.interceptors.inflight import InFlight, InFlightInterceptor
 from unigate.gateway.interceptors.quota import QuotaInterceptor
@@ -387,7 +387,7 @@ async def create_server(
     # Outermost first; each wraps the ones after it (docs/architecture.md).
     interceptors: list[grpc.aio.ServerInterceptor] = [
         InFlightInterceptor(inflight),
-        RequestIdInterceptor(),
+        RequestIdInterceptor(in_headers=settings.request_id_in_headers),
         ErrorInterceptor(),
     ]
     if (recorder := seen.interceptor(config)) is not None:
@@ -410,7 +410,12 @@ async def create_server(
     if security.store is not None:
         forget = security.authenticator.forget_key if security.authenticator else None
         view = QuotaView(quota.backend, quota.policies) if quota else None
-        admin = AdminService(security.store, key_changed=forget, quotas=view)
+        admin = AdminService(
+            security.store,
+            key_changed=forget,
+            quotas=view,
+            call_logs=seen.call_log_store,
+        )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
         services.append(ADMIN_SERVICE)
     health = health_aio.HealthServicer()

@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     from unigate.gateway.identity.principal import Principal
 
 
-
 @dataclass(slots=True)
 class CallFacts:
     """What the layers inside learn about an inference call, for its call log record,

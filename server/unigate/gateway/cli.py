@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from unigate.gateway import __version__
 from unigate.gateway.admin_cli import add_admin_parser
+from unigate.gateway.logs_cli import add_logs_parser
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(run=_serve)
     add_admin_parser(commands)
+    add_logs_parser(commands)
     return parser
 
 

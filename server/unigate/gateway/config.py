@@ -57,6 +57,9 @@ class ServerSettings(_Strict):
     max_connection_age: Duration | None = None
     max_connection_age_grace: Duration | None = None
     reflection: bool = True
+    request_id_in_headers: bool = False
+    """Send a unary answer's x-request-id in the response headers instead of its
+    trailers: one more grpc batch per call (~95 µs here); streams always use headers."""
 
 
 class LoggingSettings(_Strict):

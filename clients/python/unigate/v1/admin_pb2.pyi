@@ -36,6 +36,21 @@ class QuotaKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     QUOTA_KIND_TOKENS: _ClassVar[QuotaKind]
     QUOTA_KIND_SPEND: _ClassVar[QuotaKind]
     QUOTA_KIND_CONCURRENCY: _ClassVar[QuotaKind]
+
+class UsageBucket(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    USAGE_BUCKET_UNSPECIFIED: _ClassVar[UsageBucket]
+    USAGE_BUCKET_MINUTE: _ClassVar[UsageBucket]
+    USAGE_BUCKET_HOUR: _ClassVar[UsageBucket]
+    USAGE_BUCKET_DAY: _ClassVar[UsageBucket]
+
+class UsageGroupBy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    USAGE_GROUP_BY_UNSPECIFIED: _ClassVar[UsageGroupBy]
+    USAGE_GROUP_BY_TENANT: _ClassVar[UsageGroupBy]
+    USAGE_GROUP_BY_CONSUMER: _ClassVar[UsageGroupBy]
+    USAGE_GROUP_BY_ALIAS: _ClassVar[UsageGroupBy]
+    USAGE_GROUP_BY_PROVIDER: _ClassVar[UsageGroupBy]
 SUBSCRIPTION_STATUS_UNSPECIFIED: SubscriptionStatus
 SUBSCRIPTION_STATUS_PENDING: SubscriptionStatus
 SUBSCRIPTION_STATUS_APPROVED: SubscriptionStatus
@@ -53,6 +68,15 @@ QUOTA_KIND_REQUESTS: QuotaKind
 QUOTA_KIND_TOKENS: QuotaKind
 QUOTA_KIND_SPEND: QuotaKind
 QUOTA_KIND_CONCURRENCY: QuotaKind
+USAGE_BUCKET_UNSPECIFIED: UsageBucket
+USAGE_BUCKET_MINUTE: UsageBucket
+USAGE_BUCKET_HOUR: UsageBucket
+USAGE_BUCKET_DAY: UsageBucket
+USAGE_GROUP_BY_UNSPECIFIED: UsageGroupBy
+USAGE_GROUP_BY_TENANT: UsageGroupBy
+USAGE_GROUP_BY_CONSUMER: UsageGroupBy
+USAGE_GROUP_BY_ALIAS: UsageGroupBy
+USAGE_GROUP_BY_PROVIDER: UsageGroupBy
 
 class Tenant(_message.Message):
     __slots__ = ("id", "name", "disabled", "create_time")
@@ -563,3 +587,165 @@ class DeleteQuotaPolicyRequest(_message.Message):
 class DeleteQuotaPolicyResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class CallLog(_message.Message):
+    __slots__ = ("id", "request_id", "start_time", "method", "code", "reason", "tenant_id", "consumer_id", "key_id", "alias", "provider", "deployment", "vendor_model", "latency", "upstream_latency", "time_to_first_token", "input_tokens", "output_tokens", "cached_tokens", "cost", "cache_hit", "retries", "fallbacks", "client_address", "end_user", "request_body", "response_body")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    VENDOR_MODEL_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_LATENCY_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_FIRST_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    END_USER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_BODY_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_BODY_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    request_id: str
+    start_time: _timestamp_pb2.Timestamp
+    method: str
+    code: str
+    reason: str
+    tenant_id: str
+    consumer_id: str
+    key_id: str
+    alias: str
+    provider: str
+    deployment: str
+    vendor_model: str
+    latency: _duration_pb2.Duration
+    upstream_latency: _duration_pb2.Duration
+    time_to_first_token: _duration_pb2.Duration
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cost: float
+    cache_hit: bool
+    retries: int
+    fallbacks: _containers.RepeatedScalarFieldContainer[str]
+    client_address: str
+    end_user: str
+    request_body: str
+    response_body: str
+    def __init__(self, id: _Optional[int] = ..., request_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., method: _Optional[str] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ..., tenant_id: _Optional[str] = ..., consumer_id: _Optional[str] = ..., key_id: _Optional[str] = ..., alias: _Optional[str] = ..., provider: _Optional[str] = ..., deployment: _Optional[str] = ..., vendor_model: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upstream_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., time_to_first_token: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cost: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., retries: _Optional[int] = ..., fallbacks: _Optional[_Iterable[str]] = ..., client_address: _Optional[str] = ..., end_user: _Optional[str] = ..., request_body: _Optional[str] = ..., response_body: _Optional[str] = ...) -> None: ...
+
+class ListCallLogsRequest(_message.Message):
+    __slots__ = ("start_time", "end_time", "tenant_id", "consumer_id", "alias", "codes", "errors_only", "min_latency", "request_id", "after_id", "page_size", "page_token")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_ID_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    CODES_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_ONLY_FIELD_NUMBER: _ClassVar[int]
+    MIN_LATENCY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    tenant_id: str
+    consumer_id: str
+    alias: str
+    codes: _containers.RepeatedScalarFieldContainer[str]
+    errors_only: bool
+    min_latency: _duration_pb2.Duration
+    request_id: str
+    after_id: int
+    page_size: int
+    page_token: str
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant_id: _Optional[str] = ..., consumer_id: _Optional[str] = ..., alias: _Optional[str] = ..., codes: _Optional[_Iterable[str]] = ..., errors_only: _Optional[bool] = ..., min_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., request_id: _Optional[str] = ..., after_id: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListCallLogsResponse(_message.Message):
+    __slots__ = ("call_logs", "next_page_token")
+    CALL_LOGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    call_logs: _containers.RepeatedCompositeFieldContainer[CallLog]
+    next_page_token: str
+    def __init__(self, call_logs: _Optional[_Iterable[_Union[CallLog, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetUsageStatsRequest(_message.Message):
+    __slots__ = ("start_time", "end_time", "bucket", "group_by", "tenant_id", "consumer_id", "alias", "provider")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_ID_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    bucket: UsageBucket
+    group_by: UsageGroupBy
+    tenant_id: str
+    consumer_id: str
+    alias: str
+    provider: str
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket: _Optional[_Union[UsageBucket, str]] = ..., group_by: _Optional[_Union[UsageGroupBy, str]] = ..., tenant_id: _Optional[str] = ..., consumer_id: _Optional[str] = ..., alias: _Optional[str] = ..., provider: _Optional[str] = ...) -> None: ...
+
+class UsageRow(_message.Message):
+    __slots__ = ("bucket_start_time", "group", "calls", "errors", "error_rate", "input_tokens", "output_tokens", "cached_tokens", "cost", "cache_hits", "cache_hit_rate", "latency_mean", "latency_p50", "latency_p95", "latency_p99")
+    BUCKET_START_TIME_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MEAN_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P95_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P99_FIELD_NUMBER: _ClassVar[int]
+    bucket_start_time: _timestamp_pb2.Timestamp
+    group: str
+    calls: int
+    errors: int
+    error_rate: float
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cost: float
+    cache_hits: int
+    cache_hit_rate: float
+    latency_mean: _duration_pb2.Duration
+    latency_p50: _duration_pb2.Duration
+    latency_p95: _duration_pb2.Duration
+    latency_p99: _duration_pb2.Duration
+    def __init__(self, bucket_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group: _Optional[str] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., error_rate: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cost: _Optional[float] = ..., cache_hits: _Optional[int] = ..., cache_hit_rate: _Optional[float] = ..., latency_mean: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., latency_p50: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., latency_p95: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., latency_p99: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class GetUsageStatsResponse(_message.Message):
+    __slots__ = ("rows", "start_time", "end_time", "bucket", "group_by")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    bucket: UsageBucket
+    group_by: UsageGroupBy
+    def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket: _Optional[_Union[UsageBucket, str]] = ..., group_by: _Optional[_Union[UsageGroupBy, str]] = ...) -> None: ...

@@ -28,8 +28,9 @@ if _version_not_supported:
 class AdminServiceStub:
     """AdminService manages who may call the gateway and what they may call:
     tenants, their consumers (applications), API keys, the services (model
-    aliases) a tenant may see, consumers' subscriptions to those services, and
-    the usage of the configured quotas.
+    aliases) a tenant may see, consumers' subscriptions to those services, the
+    usage of the configured quotas, and the record of inference calls (call logs
+    and usage statistics).
 
     Authorization follows the caller's role:
     - a global admin may call every RPC for every tenant;
@@ -181,13 +182,24 @@ class AdminServiceStub:
                 request_serializer=unigate_dot_v1_dot_admin__pb2.DeleteQuotaPolicyRequest.SerializeToString,
                 response_deserializer=unigate_dot_v1_dot_admin__pb2.DeleteQuotaPolicyResponse.FromString,
                 _registered_method=True)
+        self.ListCallLogs = channel.unary_unary(
+                '/unigate.v1.AdminService/ListCallLogs',
+                request_serializer=unigate_dot_v1_dot_admin__pb2.ListCallLogsRequest.SerializeToString,
+                response_deserializer=unigate_dot_v1_dot_admin__pb2.ListCallLogsResponse.FromString,
+                _registered_method=True)
+        self.GetUsageStats = channel.unary_unary(
+                '/unigate.v1.AdminService/GetUsageStats',
+                request_serializer=unigate_dot_v1_dot_admin__pb2.GetUsageStatsRequest.SerializeToString,
+                response_deserializer=unigate_dot_v1_dot_admin__pb2.GetUsageStatsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
     """AdminService manages who may call the gateway and what they may call:
     tenants, their consumers (applications), API keys, the services (model
-    aliases) a tenant may see, consumers' subscriptions to those services, and
-    the usage of the configured quotas.
+    aliases) a tenant may see, consumers' subscriptions to those services, the
+    usage of the configured quotas, and the record of inference calls (call logs
+    and usage statistics).
 
     Authorization follows the caller's role:
     - a global admin may call every RPC for every tenant;
@@ -414,6 +426,27 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCallLogs(self, request, context):
+        """ListCallLogs lists recorded inference calls, newest first, filtered by time,
+        tenant, consumer, alias, status and latency; with after_id, the calls
+        recorded after that one, oldest first (to follow new calls as they come).
+        A global admin sees every tenant's calls; a tenant admin only its own
+        tenant's (naming another tenant is NOT_FOUND, as a missing one is).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsageStats(self, request, context):
+        """GetUsageStats sums the recorded calls per time bucket (minute, hour or day,
+        aligned to UTC), optionally per tenant, consumer, alias or provider: calls,
+        errors, tokens, cost, cache hits and latency percentiles. Authorization is
+        that of ListCallLogs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -542,6 +575,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=unigate_dot_v1_dot_admin__pb2.DeleteQuotaPolicyRequest.FromString,
                     response_serializer=unigate_dot_v1_dot_admin__pb2.DeleteQuotaPolicyResponse.SerializeToString,
             ),
+            'ListCallLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCallLogs,
+                    request_deserializer=unigate_dot_v1_dot_admin__pb2.ListCallLogsRequest.FromString,
+                    response_serializer=unigate_dot_v1_dot_admin__pb2.ListCallLogsResponse.SerializeToString,
+            ),
+            'GetUsageStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsageStats,
+                    request_deserializer=unigate_dot_v1_dot_admin__pb2.GetUsageStatsRequest.FromString,
+                    response_serializer=unigate_dot_v1_dot_admin__pb2.GetUsageStatsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'unigate.v1.AdminService', rpc_method_handlers)
@@ -553,8 +596,9 @@ def add_AdminServiceServicer_to_server(servicer, server):
 class AdminService:
     """AdminService manages who may call the gateway and what they may call:
     tenants, their consumers (applications), API keys, the services (model
-    aliases) a tenant may see, consumers' subscriptions to those services, and
-    the usage of the configured quotas.
+    aliases) a tenant may see, consumers' subscriptions to those services, the
+    usage of the configured quotas, and the record of inference calls (call logs
+    and usage statistics).
 
     Authorization follows the caller's role:
     - a global admin may call every RPC for every tenant;
@@ -1240,6 +1284,60 @@ class AdminService:
             '/unigate.v1.AdminService/DeleteQuotaPolicy',
             unigate_dot_v1_dot_admin__pb2.DeleteQuotaPolicyRequest.SerializeToString,
             unigate_dot_v1_dot_admin__pb2.DeleteQuotaPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCallLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/unigate.v1.AdminService/ListCallLogs',
+            unigate_dot_v1_dot_admin__pb2.ListCallLogsRequest.SerializeToString,
+            unigate_dot_v1_dot_admin__pb2.ListCallLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsageStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/unigate.v1.AdminService/GetUsageStats',
+            unigate_dot_v1_dot_admin__pb2.GetUsageStatsRequest.SerializeToString,
+            unigate_dot_v1_dot_admin__pb2.GetUsageStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,8 +29,9 @@ GRPC_VERSION: str
 class AdminServiceStub:
     """AdminService manages who may call the gateway and what they may call:
     tenants, their consumers (applications), API keys, the services (model
-    aliases) a tenant may see, consumers' subscriptions to those services, and
-    the usage of the configured quotas.
+    aliases) a tenant may see, consumers' subscriptions to those services, the
+    usage of the configured quotas, and the record of inference calls (call logs
+    and usage statistics).
 
     Authorization follows the caller's role:
     - a global admin may call every RPC for every tenant;
@@ -150,13 +151,27 @@ class AdminServiceStub:
     """DeleteQuotaPolicy removes the stored quota policy of a tenant or consumer;
     authorization is that of SetQuotaPolicy.
     """
+    ListCallLogs: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListCallLogsRequest, _admin_pb2.ListCallLogsResponse]
+    """ListCallLogs lists recorded inference calls, newest first, filtered by time,
+    tenant, consumer, alias, status and latency; with after_id, the calls
+    recorded after that one, oldest first (to follow new calls as they come).
+    A global admin sees every tenant's calls; a tenant admin only its own
+    tenant's (naming another tenant is NOT_FOUND, as a missing one is).
+    """
+    GetUsageStats: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetUsageStatsRequest, _admin_pb2.GetUsageStatsResponse]
+    """GetUsageStats sums the recorded calls per time bucket (minute, hour or day,
+    aligned to UTC), optionally per tenant, consumer, alias or provider: calls,
+    errors, tokens, cost, cache hits and latency percentiles. Authorization is
+    that of ListCallLogs.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
     """AdminService manages who may call the gateway and what they may call:
     tenants, their consumers (applications), API keys, the services (model
-    aliases) a tenant may see, consumers' subscriptions to those services, and
-    the usage of the configured quotas.
+    aliases) a tenant may see, consumers' subscriptions to those services, the
+    usage of the configured quotas, and the record of inference calls (call logs
+    and usage statistics).
 
     Authorization follows the caller's role:
     - a global admin may call every RPC for every tenant;
@@ -273,12 +288,26 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """DeleteQuotaPolicy removes the stored quota policy of a tenant or consumer;
     authorization is that of SetQuotaPolicy.
     """
+    ListCallLogs: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListCallLogsRequest, _admin_pb2.ListCallLogsResponse]  # type: ignore[assignment]
+    """ListCallLogs lists recorded inference calls, newest first, filtered by time,
+    tenant, consumer, alias, status and latency; with after_id, the calls
+    recorded after that one, oldest first (to follow new calls as they come).
+    A global admin sees every tenant's calls; a tenant admin only its own
+    tenant's (naming another tenant is NOT_FOUND, as a missing one is).
+    """
+    GetUsageStats: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetUsageStatsRequest, _admin_pb2.GetUsageStatsResponse]  # type: ignore[assignment]
+    """GetUsageStats sums the recorded calls per time bucket (minute, hour or day,
+    aligned to UTC), optionally per tenant, consumer, alias or provider: calls,
+    errors, tokens, cost, cache hits and latency percentiles. Authorization is
+    that of ListCallLogs.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService manages who may call the gateway and what they may call:
     tenants, their consumers (applications), API keys, the services (model
-    aliases) a tenant may see, consumers' subscriptions to those services, and
-    the usage of the configured quotas.
+    aliases) a tenant may see, consumers' subscriptions to those services, the
+    usage of the configured quotas, and the record of inference calls (call logs
+    and usage statistics).
 
     Authorization follows the caller's role:
     - a global admin may call every RPC for every tenant;
@@ -542,6 +571,31 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.DeleteQuotaPolicyResponse, _abc.Awaitable[_admin_pb2.DeleteQuotaPolicyResponse]]:
         """DeleteQuotaPolicy removes the stored quota policy of a tenant or consumer;
         authorization is that of SetQuotaPolicy.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCallLogs(
+        self,
+        request: _admin_pb2.ListCallLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListCallLogsResponse, _abc.Awaitable[_admin_pb2.ListCallLogsResponse]]:
+        """ListCallLogs lists recorded inference calls, newest first, filtered by time,
+        tenant, consumer, alias, status and latency; with after_id, the calls
+        recorded after that one, oldest first (to follow new calls as they come).
+        A global admin sees every tenant's calls; a tenant admin only its own
+        tenant's (naming another tenant is NOT_FOUND, as a missing one is).
+        """
+
+    @_abc_1.abstractmethod
+    def GetUsageStats(
+        self,
+        request: _admin_pb2.GetUsageStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetUsageStatsResponse, _abc.Awaitable[_admin_pb2.GetUsageStatsResponse]]:
+        """GetUsageStats sums the recorded calls per time bucket (minute, hour or day,
+        aligned to UTC), optionally per tenant, consumer, alias or provider: calls,
+        errors, tokens, cost, cache hits and latency percentiles. Authorization is
+        that of ListCallLogs.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -164,9 +164,7 @@ class CallLogInterceptor(HandlerInterceptor):
                     span.set_attribute("unigate.tenant", record.tenant_id)
             self._tracing.finish(span, code, reason)
 
-    def _record(
-        self, method: str, call: _Call, code: str, reason: str, latency: float
-    ) -> CallLog:
+    def _record(self, method: str, call: _Call, code: str, reason: str, latency: float) -> CallLog:
         facts = call.facts
         assert facts is not None
         request = call.request

@@ -3,19 +3,21 @@
 The id goes into a contextvar for every later layer (logs, upstream headers, the
 call log, the response's gateway facts) and back to the caller as `x-request-id`:
 
-- answers, unary and streaming: in initial metadata (response headers), sent just
-  before the first message;
+- streaming answers: in initial metadata (response headers), sent just before
+  the first message;
+- unary answers: in trailing metadata, which arrives with the response; or in
+  the headers with `server.request_id_in_headers: true`;
 - failed calls: in the metadata of the status (interceptors/errors.py); a call
   that fails before any message is a trailers-only response, whose one HTTP/2
   header block carries it.
 
 Nothing is sent before the handler has produced something, because response
 headers commit a call: a client's retry policy may only retry an UNAVAILABLE
-that arrives before any headers. For a unary answer the headers cost one more
-completion-queue batch than sending them with the message would (grpc.aio has
-no way to queue initial metadata without sending it): ~25-100 µs on this
-machine (bench/chain_overhead.py), the price of the id being where callers and
-proxies look for it first.
+that arrives before any headers. Why unary answers use trailers by default:
+grpc.aio sends explicit initial metadata as a batch of its own (it cannot be
+queued to go out with the message), which costs ~95 µs per call on this machine
+(bench/chain_overhead.py: gateway overhead 55 µs → 150 µs) — more than the whole
+policy chain.
 """
 
 from __future__ import annotations
@@ -44,16 +46,33 @@ def _incoming(context: Context) -> str:
 
 
 class RequestIdInterceptor(HandlerInterceptor):
+    def __init__(self, *, in_headers: bool = False) -> None:
+        super().__init__()
+        self._in_headers = in_headers
+
     def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+        if self._in_headers:
+
+            async def unary_with_headers(request: Any, context: Context) -> Any:
+                rid = _incoming(context)
+                callstate.request_id.set(rid)
+                extra: list[tuple[str, str]] = []
+                callstate.trailers.set(extra)
+                response = await behavior(request, context)
+                await context.send_initial_metadata(((HEADER, rid),))
+                if extra:
+                    context.set_trailing_metadata(tuple(extra))
+                return response
+
+            return unary_with_headers
+
         async def unary(request: Any, context: Context) -> Any:
             rid = _incoming(context)
             callstate.request_id.set(rid)
             extra: list[tuple[str, str]] = []
             callstate.trailers.set(extra)
             response = await behavior(request, context)
-            await context.send_initial_metadata(((HEADER, rid),))
-            if extra:
-                context.set_trailing_metadata(tuple(extra))
+            context.set_trailing_metadata(((HEADER, rid), *extra))
             return response
 
         return unary

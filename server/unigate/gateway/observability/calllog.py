@@ -83,6 +83,7 @@ class CallLogWriter:
         self._clock = clock
         self._queue: deque[tuple[CallLog, Bodies | None]] = deque()
         self._wake = asyncio.Event()
+        self._writing = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.dropped = 0
@@ -137,7 +138,12 @@ class CallLogWriter:
         return batch
 
     async def _write_batch(self) -> bool:
-        """Write the oldest batch; False (batch kept) when the store failed."""
+        """Write the oldest batch; False (batch kept) when the store failed. One
+        batch at a time: the background task and flush() never take the same one."""
+        async with self._writing:
+            return await self._write_oldest()
+
+    async def _write_oldest(self) -> bool:
         batch = self._batch()
         if not batch:
             return True
@@ -197,9 +203,7 @@ class CallLogWriter:
         if self._usage_retention:
             rollups = await _drain(self._store.delete_usage_before, now - self._usage_retention)
         if records or rollups:
-            log.info(
-                "call log retention applied", extra={"records": records, "rollups": rollups}
-            )
+            log.info("call log retention applied", extra={"records": records, "rollups": rollups})
         return records, rollups
 
 

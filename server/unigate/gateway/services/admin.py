@@ -30,6 +30,7 @@ from unigate.gateway.services.admin_access import (
     state_conflict,
     store_errors,
 )
+from unigate.gateway.services.admin_calllogs import CallLogRpcs
 from unigate.gateway.services.admin_keys import (
     DEFAULT_ROTATION_GRACE,
     BootstrapRefused,
@@ -51,7 +52,7 @@ __all__ = ["AdminService", "BootstrapRefused", "QuotaView", "bootstrap_admin"]
 _EXISTS = grpc.StatusCode.ALREADY_EXISTS
 
 
-class AdminService(SubscriptionRpcs, QuotaRpcs, QuotaPolicyRpcs):
+class AdminService(SubscriptionRpcs, QuotaRpcs, QuotaPolicyRpcs, CallLogRpcs):
     def __init__(
         self,
         store: Store,
@@ -60,6 +61,7 @@ class AdminService(SubscriptionRpcs, QuotaRpcs, QuotaPolicyRpcs):
         clock: Callable[[], float] = time.time,
         key_changed: Callable[[str], None] | None = None,
         quotas: QuotaView | None = None,
+        call_logs: Store | None = None,
     ) -> None:
         """`key_changed(key_id)` runs after a key is revoked or rotated, so this
         process's key cache can forget it at once (KeyAuthenticator.forget);
@@ -71,6 +73,7 @@ class AdminService(SubscriptionRpcs, QuotaRpcs, QuotaPolicyRpcs):
         self._clock = clock
         self._key_changed = key_changed or (lambda key_id: None)
         self._quotas = quotas
+        self._call_logs = call_logs or store  # call_log.store_url, when it is another
 
     # tenants
 

@@ -2,6 +2,7 @@
 
 Pure functions: no store, no caller. An ApiKey message never carries the hash;
 the secret appears only in Create/RotateApiKey responses, set by the servicer.
+Milliseconds in the store's records become google.protobuf.Duration.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from unigate.gateway.store.base import MAX_PAGE_SIZE
 from unigate.gateway.store.models import (
     Admin,
     ApiKey,
+    CallLog,
     Consumer,
     Service,
     Subscription,
     SubscriptionStatus,
     Tenant,
+    UsageRow,
 )
 from unigate.v1 import admin_pb2 as pb
 
@@ -50,6 +53,14 @@ def epoch_of(stamp: timestamp_pb2.Timestamp) -> float:
 
 def seconds_of(duration: duration_pb2.Duration) -> float:
     return duration.ToNanoseconds() / 1e9
+
+
+def duration_ms(millis: float | None) -> duration_pb2.Duration | None:
+    if millis is None:
+        return None
+    duration = duration_pb2.Duration()
+    duration.FromNanoseconds(round(millis * 1e6))
+    return duration
 
 
 def tenant_pb(tenant: Tenant) -> pb.Tenant:
@@ -113,6 +124,58 @@ def subscription_pb(subscription: Subscription) -> pb.Subscription:
         decided_by=subscription.decided_by or "",
         decide_time=timestamp(subscription.decided_at),
         note=subscription.note,
+    )
+
+
+def call_log_pb(log: CallLog) -> pb.CallLog:
+    return pb.CallLog(
+        id=log.id,
+        request_id=log.request_id,
+        start_time=timestamp(log.ts),
+        method=log.method,
+        code=log.code,
+        reason=log.reason,
+        tenant_id=log.tenant_id or "",
+        consumer_id=log.consumer_id or "",
+        key_id=log.key_id or "",
+        alias=log.alias,
+        provider=log.provider,
+        deployment=log.deployment,
+        vendor_model=log.vendor_model,
+        latency=duration_ms(log.latency_ms),
+        upstream_latency=duration_ms(log.upstream_latency_ms),
+        time_to_first_token=duration_ms(log.ttft_ms),
+        input_tokens=log.input_tokens,
+        output_tokens=log.output_tokens,
+        cached_tokens=log.cached_tokens,
+        cost=log.cost,
+        cache_hit=log.cache_hit,
+        retries=log.retries,
+        fallbacks=[alias for alias in log.fallbacks.split(",") if alias],
+        client_address=log.client_address,
+        end_user=log.end_user,
+        request_body=log.request_body,
+        response_body=log.response_body,
+    )
+
+
+def usage_row_pb(row: UsageRow) -> pb.UsageRow:
+    return pb.UsageRow(
+        bucket_start_time=timestamp(row.bucket_start),
+        group=row.group,
+        calls=row.calls,
+        errors=row.errors,
+        error_rate=row.error_rate,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        cached_tokens=row.cached_tokens,
+        cost=row.cost,
+        cache_hits=row.cache_hits,
+        cache_hit_rate=row.cache_hit_rate,
+        latency_mean=duration_ms(row.latency_mean_ms),
+        latency_p50=duration_ms(row.latency_p50_ms),
+        latency_p95=duration_ms(row.latency_p95_ms),
+        latency_p99=duration_ms(row.latency_p99_ms),
     )
 
 

@@ -12,7 +12,7 @@ import base64
 import binascii
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from unigate.gateway.store.base import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
@@ -74,9 +74,10 @@ def decode_page_token(token: str, prefix: str = "") -> str:
 
 
 class Row(Protocol):
-    """A result row by column name (sqlite3.Row and asyncpg.Record both are)."""
+    """A result row by column name or position (sqlite3.Row and asyncpg.Record both
+    are); by position is faster when a row has many columns."""
 
-    def __getitem__(self, key: str, /) -> Any: ...
+    def __getitem__(self, key: str | int, /) -> Any: ...
 
 
 class Conn(Protocol):
@@ -88,6 +89,13 @@ class Conn(Protocol):
     async def fetch(self, sql: str, *args: object) -> list[Row]: ...
     async def fetchrow(self, sql: str, *args: object) -> Row | None: ...
     async def execute(self, sql: str, *args: object) -> None: ...
+    async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        """`sql` once per row of arguments, in one round trip where the driver can."""
+
+    async def serialize_writes(self, table: str) -> None:
+        """Until this transaction ends, other transactions asking for `table` wait, so
+        the ids they take become visible in the order they were taken. SQLite's
+        write transactions already run one at a time."""
 
 
 def _opt_float(value: Any) -> float | None:

@@ -8,7 +8,9 @@ apply each migration exactly once. Never edit a released migration: append one.
 The DDL is written once for both dialects: SQLite accepts the PostgreSQL type
 names (BOOLEAN, DOUBLE PRECISION) with matching affinities. `{key}` marks the
 columns that pages are ordered by; PostgreSQL compares those bytewise (COLLATE
-"C"), as SQLite does, so both stores page in the same order.
+"C"), as SQLite does, so both stores page in the same order. `{auto_id}` is an
+integer key the database assigns in ascending order and never reuses, and
+`{without_rowid}` clusters a SQLite table by its primary key.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 from unigate.gateway.store.base import StoreError
 from unigate.gateway.store.common import Conn
+from unigate.gateway.store.rollup import BIN_COLUMNS, ROLLUPS, Rollup
 
 
 class Dialect(enum.Enum):
@@ -37,7 +40,15 @@ class Migration:
     statements: tuple[str, ...]
 
 
-_KEY_TYPE = {Dialect.SQLITE: "TEXT", Dialect.POSTGRES: 'TEXT COLLATE "C"'}
+_PLACEHOLDERS = {
+    "{key}": {Dialect.SQLITE: "TEXT", Dialect.POSTGRES: 'TEXT COLLATE "C"'},
+    # AUTOINCREMENT: an id is never reused, even once retention has emptied the table.
+    "{auto_id}": {
+        Dialect.SQLITE: "INTEGER PRIMARY KEY AUTOINCREMENT",
+        Dialect.POSTGRES: "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    },
+    "{without_rowid}": {Dialect.SQLITE: "WITHOUT ROWID", Dialect.POSTGRES: ""},
+}
 
 SCHEMA_MIGRATIONS = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -130,14 +141,81 @@ _QUOTA_POLICIES = (
     " WHERE consumer_id IS NOT NULL",
 )
 
+# One row per inference call, and the usage rollups (store/rollup.py: a table per
+# level, a column per latency bin, generated here from its constants). No foreign
+# keys: a record outlives what it names, and a call may have no tenant at all.
+_CALL_LOGS = (
+    """CREATE TABLE call_logs (
+        id {auto_id},
+        request_id TEXT NOT NULL,
+        ts DOUBLE PRECISION NOT NULL,
+        method TEXT NOT NULL,
+        code TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        tenant_id {key},
+        consumer_id {key},
+        key_id TEXT,
+        alias {key} NOT NULL,
+        provider {key} NOT NULL,
+        deployment TEXT NOT NULL,
+        vendor_model TEXT NOT NULL,
+        latency_ms DOUBLE PRECISION NOT NULL,
+        upstream_latency_ms DOUBLE PRECISION,
+        ttft_ms DOUBLE PRECISION,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        cached_tokens BIGINT NOT NULL,
+        cost DOUBLE PRECISION NOT NULL,
+        cache_hit BOOLEAN NOT NULL,
+        retries INTEGER NOT NULL,
+        fallbacks TEXT NOT NULL,
+        client_address TEXT NOT NULL,
+        end_user TEXT NOT NULL,
+        request_body TEXT,
+        response_body TEXT
+    )""",
+    "CREATE INDEX call_logs_by_ts ON call_logs (ts)",
+    "CREATE INDEX call_logs_by_tenant ON call_logs (tenant_id, id)",
+    "CREATE INDEX call_logs_by_consumer ON call_logs (consumer_id, id)",
+    "CREATE INDEX call_logs_by_request ON call_logs (request_id)",
+    # errors_only lists read this; the query spells the same `code <> 'OK'`
+    "CREATE INDEX call_logs_errors ON call_logs (id) WHERE code <> 'OK'",
+)
+
+
+def _rollup_table(level: Rollup) -> str:
+    keys = ", ".join(("minute", *level.dims))
+    return "\n".join(
+        [
+            f"CREATE TABLE {level.table} (",
+            "    minute INTEGER NOT NULL,",  # floor(ts / 60), a multiple of the period
+            *(f"    {dim} {{key}} NOT NULL," for dim in level.dims),
+            "    calls INTEGER NOT NULL,",
+            "    errors INTEGER NOT NULL,",
+            "    input_tokens BIGINT NOT NULL,",
+            "    output_tokens BIGINT NOT NULL,",
+            "    cached_tokens BIGINT NOT NULL,",
+            "    cost DOUBLE PRECISION NOT NULL,",
+            "    cache_hits INTEGER NOT NULL,",
+            "    latency_ms_sum DOUBLE PRECISION NOT NULL,",
+            *(f"    {column} INTEGER NOT NULL," for column in BIN_COLUMNS),
+            f"    PRIMARY KEY ({keys})",
+            ") {without_rowid}",
+        ]
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _INITIAL),
     Migration(2, "quota policies", _QUOTA_POLICIES),
+    Migration(3, "call logs", (*_CALL_LOGS, *(_rollup_table(level) for level in ROLLUPS))),
 )
 
 
 def render(statement: str, dialect: Dialect) -> str:
-    return statement.replace("{key}", _KEY_TYPE[dialect])
+    for placeholder, by_dialect in _PLACEHOLDERS.items():
+        statement = statement.replace(placeholder, by_dialect[dialect])
+    return statement
 
 
 async def apply_once(conn: Conn, migration: Migration, dialect: Dialect, now: float) -> bool:

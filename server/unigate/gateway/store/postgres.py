@@ -14,7 +14,7 @@ import functools
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 
 import asyncpg
 
@@ -69,6 +69,16 @@ class _PgConn:
     async def execute(self, sql: str, *args: object) -> None:
         with _translated():
             await self._conn.execute(_numbered(sql), *args)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        with _translated():
+            await self._conn.executemany(_numbered(sql), rows)
+
+    async def serialize_writes(self, table: str) -> None:
+        """A transaction-scoped advisory lock keyed by the table's oid (so per schema)."""
+        await self._conn.execute(
+            "SELECT pg_advisory_xact_lock($1::text::regclass::oid::bigint)", table
+        )
 
 
 class PostgresStore(SqlStore):

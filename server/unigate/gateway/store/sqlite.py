@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -64,6 +64,13 @@ class _SqliteConn:
         with _translated():
             await self._db.execute(sql, args)
 
+    async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        with _translated():
+            await self._db.executemany(sql, rows)
+
+    async def serialize_writes(self, table: str) -> None:
+        """Nothing to do: BEGIN IMMEDIATE gave this transaction the only write lock."""
+
 
 class SqliteStore(SqlStore):
     def __init__(
@@ -94,6 +101,7 @@ class SqliteStore(SqlStore):
             if self.path != MEMORY:
                 await self._enable_wal(db)
                 await db.execute("PRAGMA synchronous = NORMAL")  # durable across crashes in WAL
+                await db.execute("PRAGMA cache_size = -65536")
             self._db = db
             await self._migrate()
         except BaseException:

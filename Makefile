@@ -78,3 +78,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/chain_overhead.py
 	$(BIN)/python bench/auth_check.py
 	$(BIN)/python bench/quota.py
+	$(BIN)/python bench/calllog_scale.py

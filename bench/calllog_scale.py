@@ -202,6 +202,13 @@ async def main(count: int, which: str) -> None:
             print(f"  database files: {folder_size(folder) / 1e6:,.0f} MB")
     if which in ("postgres", "both"):
         dsn = os.environ.get("UNIGATE_TEST_POSTGRES_DSN", DEFAULT_DSN)
+        try:
+            await (await asyncpg.connect(dsn, timeout=5)).close()
+        except (OSError, asyncpg.PostgresError) as exc:
+            if which == "postgres":
+                raise SystemExit(f"PostgreSQL is unreachable at {dsn}: {exc}") from None
+            print(f"\npostgres: skipped, unreachable at {dsn} ({type(exc).__name__}: {exc})")
+            return
         schema = f"unigate_bench_{secrets.token_hex(4)}"
         try:
             await run("postgres", PostgresStore(dsn, schema), batches)

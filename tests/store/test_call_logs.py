@@ -318,6 +318,8 @@ async def test_groups_sort_bytewise_and_buckets_are_utc_aligned(store: SqlStore)
     assert {row.bucket_start for row in rows} == {T0 + 7200.0}
     [day] = await store.usage_stats(UsageQuery(T0 + 100, T0 + 7300, Bucket.DAY))
     assert day.bucket_start == T0 and day.calls == 6
+    [since_1970] = await store.usage_stats(UsageQuery(-60.0, T0 + DAY, Bucket.DAY))
+    assert since_1970 == day
     [minute] = await store.usage_stats(UsageQuery(T0 + 7259, T0 + 7261, Bucket.MINUTE))
     assert minute.bucket_start == T0 + 7200 + 0 and minute.calls == 6
     assert await store.usage_stats(UsageQuery(T0 + 7260, T0 + 9000, Bucket.MINUTE)) == []
@@ -328,7 +330,9 @@ async def test_groups_sort_bytewise_and_buckets_are_utc_aligned(store: SqlStore)
     [
         (T0, T0, Bucket.HOUR, "since < until"),
         (T0 + 5, T0, Bucket.HOUR, "since < until"),
-        (-60.0, T0, Bucket.DAY, "since < until"),
+        (T0, math.inf, Bucket.DAY, "since < until"),
+        (math.nan, T0, Bucket.DAY, "since < until"),
+        (-1e12, T0, Bucket.DAY, "since < until"),
         (T0, T0 + 100_001 * 60, Bucket.MINUTE, "more than 100,000"),
         (0.0, T0, Bucket.HOUR, "more than 100,000"),
     ],

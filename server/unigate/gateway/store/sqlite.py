@@ -101,7 +101,6 @@ class SqliteStore(SqlStore):
             if self.path != MEMORY:
                 await self._enable_wal(db)
                 await db.execute("PRAGMA synchronous = NORMAL")  # durable across crashes in WAL
-                await db.execute("PRAGMA cache_size = -65536")
             self._db = db
             await self._migrate()
         except BaseException:

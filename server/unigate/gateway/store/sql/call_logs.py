@@ -197,7 +197,8 @@ class CallLogsSql(SqlBase):
         minute = math.floor(ts / 60)
         async with self._write() as conn:
             for level, sql in _DELETES_USAGE:
-                before = minute - level.minutes + 1  # rows of [m, m + period) with that <= ts
+                # the period of a row from minute m has ended when m + period <= minute
+                before = minute - level.minutes + 1
                 left -= len(await conn.fetch(sql, before, before, left))
                 if left == 0:
                     break
@@ -207,9 +208,9 @@ class CallLogsSql(SqlBase):
 def _usage_sql(query: UsageQuery) -> tuple[str, list[object]]:
     """One statement: each part of the range summed from its level (rollup.plan),
     then the parts summed per (bucket, group)."""
-    if not 0 <= query.since < query.until <= _LAST_MINUTE * 60:
+    if not -_LAST_MINUTE * 60 <= query.since < query.until <= _LAST_MINUTE * 60:
         raise ValueError(
-            f"usage needs 0 <= since < until <= {_LAST_MINUTE * 60}"
+            f"usage needs since < until, both within ±{_LAST_MINUTE * 60}"
             f" (got since={query.since}, until={query.until})"
         )
     per = BUCKET_SECONDS[query.bucket] // 60

@@ -66,11 +66,13 @@ def _ms(seconds: float) -> float:
 class _Call:
     """One call in flight: when it began, what it has sent so far."""
 
-    __slots__ = ("context", "facts", "first", "messages", "request", "started", "t0", "usage")
+    __slots__ = ("facts", "first", "messages", "peer", "request", "started", "t0", "usage")
 
     def __init__(self, request: Any, context: Context, facts: callstate.CallFacts | None):
         self.request = request
-        self.context = context
+        # Read now: at the end the call may be gone from under the context (a server
+        # stopping cancels its calls, and asking a released call its peer crashes).
+        self.peer = context.peer() if facts is not None else ""
         self.facts = facts
         self.started = time.time()
         self.t0 = time.perf_counter()
@@ -203,7 +205,7 @@ class CallLogInterceptor(HandlerInterceptor):
             cache_hit=facts.cache_hit,
             retries=facts.retries,
             fallbacks=",".join(facts.fallbacks),
-            client_address=client_address(call.context.peer() or ""),
+            client_address=client_address(call.peer or ""),
             end_user=getattr(request, "user", ""),
         )
 

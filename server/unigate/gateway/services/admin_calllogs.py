@@ -140,7 +140,9 @@ def _usage_range(
 ) -> tuple[float, float]:
     """The range after defaults: from a bucket boundary (so every row but the last
     is a whole bucket) to a whole minute (usage is kept per minute)."""
-    until = now if until is None else until
+    # The default end is now rounded up to the minute first, so the default start
+    # (a day before it) is the same hour whatever second of the minute it is.
+    until = math.ceil(now / 60) * 60 if until is None else until
     since = until - DEFAULT_USAGE_RANGE if since is None else since
     if since >= until:
         raise invalid_argument(
@@ -187,7 +189,8 @@ class CallLogRpcs(admin_pb2_grpc.AdminServiceServicer):
         principal = require_admin()
         tenant_id = list_scope(principal, request.tenant_id, required=False)
         query = usage_query(request, tenant_id, self._clock())
-        rows = await self._call_logs.usage_stats(query)
+        with store_errors("usage statistics", "", invalid_field="start_time"):
+            rows = await self._call_logs.usage_stats(query)
         return pb.GetUsageStatsResponse(
             rows=[convert.usage_row_pb(row) for row in rows],
             start_time=convert.timestamp(query.since),

@@ -440,6 +440,20 @@ async def test_deleting_usage_is_bounded_by_limit_and_time(store: SqlStore) -> N
     assert await store.usage_stats(UsageQuery(T0, day_after, Bucket.DAY)) == []
 
 
+async def test_minute_rollups_can_go_before_hours_and_days(store: SqlStore) -> None:
+    records = make_records(200, start=T0, span=DAY)
+    await insert(store, records)
+    deleted = 0
+    while count := await store.delete_usage_before(T0 + DAY, limit=1000, periods=(1,)):
+        deleted += count
+    assert deleted > 0
+    # minute buckets are gone; hours and days, read from their own rollups, are whole
+    assert await store.usage_stats(UsageQuery(T0, T0 + DAY, Bucket.MINUTE)) == []
+    await check_usage(store, records, UsageQuery(T0, T0 + DAY, Bucket.HOUR, GroupBy.ALIAS))
+    await check_usage(store, records, UsageQuery(T0, T0 + DAY, Bucket.DAY, GroupBy.TENANT))
+    await check_usage(store, records, UsageQuery(T0, T0 + DAY, Bucket.HOUR, GroupBy.CONSUMER))
+
+
 async def test_migration_3_applies_over_version_2(new_store: NewStore) -> None:
     old = await new_store(migrations=MIGRATIONS[:2])
     tenant = await old.create_tenant("acme")

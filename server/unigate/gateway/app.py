@@ -204,6 +204,7 @@ async def _call_log(settings: CallLogSettings, default_url: str) -> tuple[CallLo
         redactor=Redactor(settings.redact),
         retention=settings.retention,
         usage_retention=settings.usage_retention,
+        minute_usage_retention=settings.minute_usage_retention,
         cleanup_interval=settings.cleanup_interval,
     )
     return writer, store

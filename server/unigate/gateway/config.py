@@ -142,7 +142,10 @@ class CallLogSettings(_Strict):
     retention: Duration = 30 * 86400.0
     """How long call records are kept; 0 keeps them forever."""
     usage_retention: Duration = 400 * 86400.0
-    """How long the per-minute usage rollups (GetUsageStats) are kept; 0: forever."""
+    """How long the hourly and daily usage rollups (GetUsageStats) are kept; 0: forever."""
+    minute_usage_retention: Duration = 30 * 86400.0
+    """How long the per-minute rollups are kept (minute buckets, and the minute edges
+    of other ranges); they hold up to one row per call, so keep this short."""
     cleanup_interval: Duration = 3600.0
     redact: list[str] = Field(default_factory=list)
     """Regular expressions removed from logged bodies, besides the built-in ones

@@ -10,8 +10,9 @@ an outage costs only what the queue cannot hold. `close()` writes out what is
 left. Bodies (aliases with `log_bodies`) are turned into JSON and redacted by the
 writer, not by the call.
 
-A second task applies retention: call records older than `retention`, and usage
-rollups older than `usage_retention`, deleted in small batches with pauses, so
+A second task applies retention: call records older than `retention`, hourly and
+daily usage rollups older than `usage_retention`, per-minute ones older than
+`minute_usage_retention`, deleted in small batches with pauses, so
 the cleanup never holds the database for long.
 """
 
@@ -69,6 +70,7 @@ class CallLogWriter:
         redactor: Redactor | None = None,
         retention: float = 0.0,
         usage_retention: float = 0.0,
+        minute_usage_retention: float = 0.0,
         cleanup_interval: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -79,6 +81,7 @@ class CallLogWriter:
         self._redact = redactor or Redactor()
         self._retention = retention
         self._usage_retention = usage_retention
+        self._minute_usage_retention = minute_usage_retention
         self._cleanup_interval = cleanup_interval
         self._clock = clock
         self._queue: deque[tuple[CallLog, Bodies | None]] = deque()
@@ -106,7 +109,7 @@ class CallLogWriter:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._run(), name="call-log-writer"))
-        if self._retention or self._usage_retention:
+        if self._retention or self._usage_retention or self._minute_usage_retention:
             self._tasks.append(loop.create_task(self._cleanup(), name="call-log-retention"))
 
     async def _run(self) -> None:
@@ -201,16 +204,22 @@ class CallLogWriter:
         if self._retention:
             records = await _drain(self._store.delete_call_logs_before, now - self._retention)
         if self._usage_retention:
-            rollups = await _drain(self._store.delete_usage_before, now - self._usage_retention)
+            before = now - self._usage_retention
+            rollups += await _drain(self._store.delete_usage_before, before, periods=(60, 1440))
+        if self._minute_usage_retention:
+            before = now - self._minute_usage_retention
+            rollups += await _drain(self._store.delete_usage_before, before, periods=(1,))
         if records or rollups:
             log.info("call log retention applied", extra={"records": records, "rollups": rollups})
         return records, rollups
 
 
-async def _drain(delete: Callable[..., Awaitable[int]], before: float) -> int:
+async def _drain(
+    delete: Callable[..., Awaitable[int]], before: float, **options: object
+) -> int:
     total = 0
     while True:
-        count = await delete(before, limit=_CLEANUP_BATCH)
+        count = await delete(before, limit=_CLEANUP_BATCH, **options)
         total += count
         if count < _CLEANUP_BATCH:
             return total

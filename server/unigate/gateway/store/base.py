@@ -10,7 +10,7 @@ page size, an empty name, a key whose tenant is not its owner's).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from unigate.gateway.store.models import (
@@ -160,5 +160,8 @@ class Store(Protocol):
         """Delete up to `limit` call logs older than `ts`; how many were deleted.
         Small batches keep each transaction short (the retention job loops)."""
 
-    async def delete_usage_before(self, ts: float, *, limit: int = 5000) -> int:
-        """Delete up to `limit` per-minute rollup rows older than `ts`."""
+    async def delete_usage_before(
+        self, ts: float, *, limit: int = 5000, periods: Collection[int] = ()
+    ) -> int:
+        """Delete up to `limit` usage rollup rows whose period ended by `ts`: of every
+        level, or of those whose period (minutes: 1, 60, 1440) is in `periods`."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from unigate.gateway.store.common import (
     Row,
@@ -190,13 +190,18 @@ class CallLogsSql(SqlBase):
         async with self._write() as conn:
             return len(await conn.fetch(_DELETE_CALLS, ts, _limit_of(limit)))
 
-    async def delete_usage_before(self, ts: float, *, limit: int = 5000) -> int:
-        """Delete up to `limit` rollup rows (of every level together) whose whole
-        period ended by `ts`, oldest first; how many."""
+    async def delete_usage_before(
+        self, ts: float, *, limit: int = 5000, periods: Collection[int] = ()
+    ) -> int:
+        """Delete up to `limit` rollup rows (of every level together, or of the levels
+        whose period in minutes is in `periods`) whose whole period ended by `ts`,
+        oldest first; how many."""
         left = _limit_of(limit)
         minute = math.floor(ts / 60)
         async with self._write() as conn:
             for level, sql in _DELETES_USAGE:
+                if periods and level.minutes not in periods:
+                    continue
                 # the period of a row from minute m has ended when m + period <= minute
                 before = minute - level.minutes + 1
                 left -= len(await conn.fetch(sql, before, before, left))

@@ -214,9 +214,7 @@ class CallLogWriter:
         return records, rollups
 
 
-async def _drain(
-    delete: Callable[..., Awaitable[int]], before: float, **options: object
-) -> int:
+async def _drain(delete: Callable[..., Awaitable[int]], before: float, **options: object) -> int:
     total = 0
     while True:
         count = await delete(before, limit=_CLEANUP_BATCH, **options)

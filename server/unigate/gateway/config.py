@@ -93,14 +93,68 @@ class DeploymentSettings(_Strict):
     """The vendor's model name."""
     name: str | None = None
     """A name for metrics and logs; defaults to `<provider>/<model>`."""
+    weight: int = Field(1, ge=1, le=1000)
+    """Its share of calls under the weighted and consistent-hash balancers."""
+    priority: int = Field(0, ge=0)
+    """Its failover group: calls go to the lowest group with an available deployment."""
+
+
+BALANCERS = (
+    "round_robin",
+    "weighted",
+    "least_outstanding",
+    "consistent_hash",
+    "latency",
+    "priority",
+)
+
+
+class RetrySettings(_Strict):
+    """Retries of an alias's call on retryable failures (UNAVAILABLE, a deployment's
+    429, connection errors), never after a streamed answer has begun."""
+
+    attempts: int = Field(3, ge=1, le=10)
+    """Attempts per alias, the first included (1: no retries)."""
+    backoff: Duration = 0.05
+    """The first backoff; each retry doubles it, with full jitter."""
+    max_backoff: Duration = 1.0
+
+
+class BreakerSettings(_Strict):
+    """Per deployment: eject after `consecutive_failures`, or when `error_rate` of at
+    least `min_calls` attempts in `window` failed; for `ejection`, doubling on each
+    ejection in a row up to `max_ejection`; then one probe call decides."""
+
+    enabled: bool = True
+    consecutive_failures: int = Field(5, ge=1)
+    error_rate: float = Field(0.5, gt=0, le=1)
+    min_calls: int = Field(20, ge=1)
+    window: Duration = 30.0
+    ejection: Duration = 10.0
+    max_ejection: Duration = 300.0
 
 
 class ModelSettings(_Strict):
     description: str = ""
     deployments: list[DeploymentSettings] = Field(min_length=1)
     capabilities: CapabilityOverrides = CapabilityOverrides()
+    balancer: str = Field("round_robin", pattern="^(" + "|".join(BALANCERS) + ")$")
+    """How a deployment is picked within a priority group (docs/routing.md)."""
+    hash_key: str = "peer"
+    """consistent_hash: `peer` (the caller's address) or `metadata:<name>` (e.g.
+    metadata:x-session-id, falling back to the address when the header is absent)."""
+    retry: RetrySettings = RetrySettings()
+    circuit_breaker: BreakerSettings = BreakerSettings()
+    fallbacks: list[str] = Field(default_factory=list)
+    """Other aliases to try, in order, when every deployment of this one failed."""
     log_bodies: bool = False
     """Store request and response bodies in the call log, redacted (call_log.redact)."""
+
+
+class RoutingSettings(_Strict):
+    trust_forwarded_for: bool = False
+    """Take the caller's address from `x-forwarded-for` (its first entry) when set,
+    for consistent hashing and call logs; only behind a proxy that sets it."""
 
 
 class StoreSettings(_Strict):
@@ -185,6 +239,7 @@ class GatewayConfig(_Strict):
     server: ServerSettings = ServerSettings()
     logging: LoggingSettings = LoggingSettings()
     upstream: UpstreamSettings = UpstreamSettings()
+    routing: RoutingSettings = RoutingSettings()
     store: StoreSettings = StoreSettings()
     tls: TlsSettings | None = None
     auth: AuthSettings = AuthSettings()
@@ -208,6 +263,24 @@ class GatewayConfig(_Strict):
                 "need tls.client_ca_file with tls.require_client_cert: true, or no client"
                 " presents a certificate to match",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _fallbacks_name_aliases(self) -> GatewayConfig:
+        for alias, model in self.models.items():
+            for index, other in enumerate(model.fallbacks):
+                if other not in self.models or other == alias:
+                    raise _KeyedError(
+                        f"models.{alias}.fallbacks[{index}]",
+                        f"{other!r} is not another model alias"
+                        f" (defined: {', '.join(sorted(self.models))})",
+                    )
+            if model.hash_key != "peer" and not (
+                model.hash_key.startswith("metadata:") and len(model.hash_key) > 9
+            ):
+                raise _KeyedError(
+                    f"models.{alias}.hash_key", "write peer or metadata:<header name>"
+                )
         return self
 
     @model_validator(mode="after")

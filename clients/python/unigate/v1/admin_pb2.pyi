@@ -51,6 +51,13 @@ class UsageGroupBy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     USAGE_GROUP_BY_CONSUMER: _ClassVar[UsageGroupBy]
     USAGE_GROUP_BY_ALIAS: _ClassVar[UsageGroupBy]
     USAGE_GROUP_BY_PROVIDER: _ClassVar[UsageGroupBy]
+
+class DeploymentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEPLOYMENT_STATE_UNSPECIFIED: _ClassVar[DeploymentState]
+    DEPLOYMENT_STATE_HEALTHY: _ClassVar[DeploymentState]
+    DEPLOYMENT_STATE_EJECTED: _ClassVar[DeploymentState]
+    DEPLOYMENT_STATE_HALF_OPEN: _ClassVar[DeploymentState]
 SUBSCRIPTION_STATUS_UNSPECIFIED: SubscriptionStatus
 SUBSCRIPTION_STATUS_PENDING: SubscriptionStatus
 SUBSCRIPTION_STATUS_APPROVED: SubscriptionStatus
@@ -77,6 +84,10 @@ USAGE_GROUP_BY_TENANT: UsageGroupBy
 USAGE_GROUP_BY_CONSUMER: UsageGroupBy
 USAGE_GROUP_BY_ALIAS: UsageGroupBy
 USAGE_GROUP_BY_PROVIDER: UsageGroupBy
+DEPLOYMENT_STATE_UNSPECIFIED: DeploymentState
+DEPLOYMENT_STATE_HEALTHY: DeploymentState
+DEPLOYMENT_STATE_EJECTED: DeploymentState
+DEPLOYMENT_STATE_HALF_OPEN: DeploymentState
 
 class Tenant(_message.Message):
     __slots__ = ("id", "name", "disabled", "create_time")
@@ -749,3 +760,43 @@ class GetUsageStatsResponse(_message.Message):
     bucket: UsageBucket
     group_by: UsageGroupBy
     def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket: _Optional[_Union[UsageBucket, str]] = ..., group_by: _Optional[_Union[UsageGroupBy, str]] = ...) -> None: ...
+
+class ListDeploymentsRequest(_message.Message):
+    __slots__ = ("alias",)
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    alias: str
+    def __init__(self, alias: _Optional[str] = ...) -> None: ...
+
+class DeploymentStatus(_message.Message):
+    __slots__ = ("alias", "deployment", "provider", "model", "weight", "priority", "state", "ejected_until", "in_flight", "latency_ewma", "error_rate", "consecutive_failures")
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EJECTED_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_EWMA_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    alias: str
+    deployment: str
+    provider: str
+    model: str
+    weight: int
+    priority: int
+    state: DeploymentState
+    ejected_until: _timestamp_pb2.Timestamp
+    in_flight: int
+    latency_ewma: _duration_pb2.Duration
+    error_rate: float
+    consecutive_failures: int
+    def __init__(self, alias: _Optional[str] = ..., deployment: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., weight: _Optional[int] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., ejected_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., in_flight: _Optional[int] = ..., latency_ewma: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., error_rate: _Optional[float] = ..., consecutive_failures: _Optional[int] = ...) -> None: ...
+
+class ListDeploymentsResponse(_message.Message):
+    __slots__ = ("deployments",)
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    deployments: _containers.RepeatedCompositeFieldContainer[DeploymentStatus]
+    def __init__(self, deployments: _Optional[_Iterable[_Union[DeploymentStatus, _Mapping]]] = ...) -> None: ...

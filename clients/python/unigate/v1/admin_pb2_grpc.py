@@ -192,6 +192,11 @@ class AdminServiceStub:
                 request_serializer=unigate_dot_v1_dot_admin__pb2.GetUsageStatsRequest.SerializeToString,
                 response_deserializer=unigate_dot_v1_dot_admin__pb2.GetUsageStatsResponse.FromString,
                 _registered_method=True)
+        self.ListDeployments = channel.unary_unary(
+                '/unigate.v1.AdminService/ListDeployments',
+                request_serializer=unigate_dot_v1_dot_admin__pb2.ListDeploymentsRequest.SerializeToString,
+                response_deserializer=unigate_dot_v1_dot_admin__pb2.ListDeploymentsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -447,6 +452,16 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeployments(self, request, context):
+        """ListDeployments shows every upstream deployment of every model alias as this
+        gateway process sees it: health (healthy, ejected until when, half-open),
+        calls in flight, latency (EWMA) and recent error rate. Each process keeps its
+        own view. Global admins only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -584,6 +599,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetUsageStats,
                     request_deserializer=unigate_dot_v1_dot_admin__pb2.GetUsageStatsRequest.FromString,
                     response_serializer=unigate_dot_v1_dot_admin__pb2.GetUsageStatsResponse.SerializeToString,
+            ),
+            'ListDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeployments,
+                    request_deserializer=unigate_dot_v1_dot_admin__pb2.ListDeploymentsRequest.FromString,
+                    response_serializer=unigate_dot_v1_dot_admin__pb2.ListDeploymentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1338,6 +1358,33 @@ class AdminService:
             '/unigate.v1.AdminService/GetUsageStats',
             unigate_dot_v1_dot_admin__pb2.GetUsageStatsRequest.SerializeToString,
             unigate_dot_v1_dot_admin__pb2.GetUsageStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/unigate.v1.AdminService/ListDeployments',
+            unigate_dot_v1_dot_admin__pb2.ListDeploymentsRequest.SerializeToString,
+            unigate_dot_v1_dot_admin__pb2.ListDeploymentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

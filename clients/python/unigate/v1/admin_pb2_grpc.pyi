@@ -164,6 +164,12 @@ class AdminServiceStub:
     errors, tokens, cost, cache hits and latency percentiles. Authorization is
     that of ListCallLogs.
     """
+    ListDeployments: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListDeploymentsRequest, _admin_pb2.ListDeploymentsResponse]
+    """ListDeployments shows every upstream deployment of every model alias as this
+    gateway process sees it: health (healthy, ejected until when, half-open),
+    calls in flight, latency (EWMA) and recent error rate. Each process keeps its
+    own view. Global admins only.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -300,6 +306,12 @@ class AdminServiceAsyncStub(AdminServiceStub):
     aligned to UTC), optionally per tenant, consumer, alias or provider: calls,
     errors, tokens, cost, cache hits and latency percentiles. Authorization is
     that of ListCallLogs.
+    """
+    ListDeployments: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListDeploymentsRequest, _admin_pb2.ListDeploymentsResponse]  # type: ignore[assignment]
+    """ListDeployments shows every upstream deployment of every model alias as this
+    gateway process sees it: health (healthy, ejected until when, half-open),
+    calls in flight, latency (EWMA) and recent error rate. Each process keeps its
+    own view. Global admins only.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -596,6 +608,18 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         aligned to UTC), optionally per tenant, consumer, alias or provider: calls,
         errors, tokens, cost, cache hits and latency percentiles. Authorization is
         that of ListCallLogs.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeployments(
+        self,
+        request: _admin_pb2.ListDeploymentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListDeploymentsResponse, _abc.Awaitable[_admin_pb2.ListDeploymentsResponse]]:
+        """ListDeployments shows every upstream deployment of every model alias as this
+        gateway process sees it: health (healthy, ejected until when, half-open),
+        calls in flight, latency (EWMA) and recent error rate. Each process keeps its
+        own view. Global admins only.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -216,7 +216,7 @@ class Usage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_creation_input_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class GatewayInfo(_message.Message):
-    __slots__ = ("request_id", "alias", "deployment", "cache_hit", "latency", "upstream_latency", "attempts")
+    __slots__ = ("request_id", "alias", "deployment", "cache_hit", "latency", "upstream_latency", "attempts", "fallbacks")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
@@ -224,6 +224,7 @@ class GatewayInfo(_message.Message):
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_LATENCY_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACKS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     alias: str
     deployment: str
@@ -231,7 +232,8 @@ class GatewayInfo(_message.Message):
     latency: _duration_pb2.Duration
     upstream_latency: _duration_pb2.Duration
     attempts: int
-    def __init__(self, request_id: _Optional[str] = ..., alias: _Optional[str] = ..., deployment: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upstream_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., attempts: _Optional[int] = ...) -> None: ...
+    fallbacks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., alias: _Optional[str] = ..., deployment: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upstream_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., attempts: _Optional[int] = ..., fallbacks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
     __slots__ = ("id", "model", "provider", "message", "finish_reason", "usage", "gateway")

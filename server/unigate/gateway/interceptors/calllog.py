@@ -59,6 +59,14 @@ def client_address(peer: str) -> str:
     return peer
 
 
+def forwarded_for(context: Context) -> str:
+    """The first address of `x-forwarded-for` (the client, as the proxy saw it)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-forwarded-for" and isinstance(value, str):
+            return value.split(",", 1)[0].strip()
+    return ""
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
@@ -68,11 +76,21 @@ class _Call:
 
     __slots__ = ("facts", "first", "messages", "peer", "request", "started", "t0", "usage")
 
-    def __init__(self, request: Any, context: Context, facts: callstate.CallFacts | None):
+    def __init__(
+        self,
+        request: Any,
+        context: Context,
+        facts: callstate.CallFacts | None,
+        forwarded: bool = False,
+    ):
         self.request = request
         # Read now: at the end the call may be gone from under the context (a server
         # stopping cancels its calls, and asking a released call its peer crashes).
-        self.peer = context.peer() if facts is not None else ""
+        self.peer = ""
+        if facts is not None:
+            self.peer = client_address(context.peer() or "")
+            if forwarded:
+                self.peer = forwarded_for(context) or self.peer
         self.facts = facts
         self.started = time.time()
         self.t0 = time.perf_counter()
@@ -101,8 +119,10 @@ class CallLogInterceptor(HandlerInterceptor):
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
         prices: Mapping[str, Price] | None = None,
+        trust_forwarded_for: bool = False,
     ) -> None:
         super().__init__()
+        self._forwarded = trust_forwarded_for
         self._access = access_log
         self._writer = writer
         self._metrics = metrics
@@ -128,7 +148,7 @@ class CallLogInterceptor(HandlerInterceptor):
         if inference and self._facts:
             facts = callstate.CallFacts()
             callstate.call.set(facts)
-        return _Call(request, context, facts)
+        return _Call(request, context, facts, self._forwarded)
 
     def _finish(self, method: str, call: _Call, exc: BaseException | None, span: Any) -> None:
         code, reason = outcome(exc)
@@ -205,7 +225,7 @@ class CallLogInterceptor(HandlerInterceptor):
             cache_hit=facts.cache_hit,
             retries=facts.retries,
             fallbacks=",".join(facts.fallbacks),
-            client_address=client_address(call.peer or ""),
+            client_address=call.peer,
             end_user=getattr(request, "user", ""),
         )
 

@@ -1,32 +1,39 @@
 """Model aliases to upstream deployments, and what each alias can do.
 
-The router resolves the alias a caller named, checks that the alias has every
-capability the call needs, and picks a deployment. Balancing across several
-deployments is round robin here; richer strategies plug in at `Route.pick`.
+The router resolves the alias a caller named and checks that the alias has every
+capability the call needs; the route then picks a deployment: from the lowest
+priority group with an available one (health.py), by the alias's balancer
+(balancers.py). Deployments compare by identity, so one upstream listed under two
+aliases stays two deployments with two healths.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
 
-from unigate.gateway.config import GatewayConfig, ModelSettings
+from unigate.gateway.config import BreakerSettings, GatewayConfig, ModelSettings, RetrySettings
 from unigate.gateway.errors import FieldViolation, GatewayError, Reason
 from unigate.gateway.providers.base import Provider
+from unigate.gateway.routing.balancers import Balancer, RoundRobin, make_balancer
+from unigate.gateway.routing.health import Health
 from unigate.v1 import inference_pb2 as pb
 
 CAPABILITY_NAMES = tuple(f.name for f in pb.Capabilities.DESCRIPTOR.fields)
 RPC_CAPABILITIES = frozenset({"chat", "streaming", "completion", "embeddings"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Deployment:
     name: str
     provider: Provider
     model: str
+    weight: int = 1
+    priority: int = 0
+    health: Health = field(default_factory=lambda: Health(BreakerSettings()), repr=False)
 
 
 @dataclass(slots=True)
@@ -36,13 +43,35 @@ class Route:
     deployments: list[Deployment]
     capabilities: pb.Capabilities
     log_bodies: bool = False
-    _cycle: Iterable[Deployment] = field(init=False, repr=False)
+    balancer: Balancer = field(default_factory=RoundRobin)
+    fallbacks: tuple[str, ...] = ()
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    hash_key: str = "peer"
+    _groups: tuple[tuple[Deployment, ...], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._cycle = itertools.cycle(self.deployments)
+        levels = sorted({d.priority for d in self.deployments})
+        self._groups = tuple(
+            tuple(d for d in self.deployments if d.priority == level) for level in levels
+        )
 
-    def pick(self) -> Deployment:
-        return next(iter(self._cycle))
+    def pick(self, key: str = "", exclude: Collection[Deployment] = ()) -> Deployment | None:
+        """The lowest priority group that has an available deployment not in `exclude`;
+        the balancer picks among those; None when there is none (every one ejected or excluded).
+
+        Call `deployment.health.begin()` before the next await: a half-open deployment
+        is available to one probe, and begin() is what claims it.
+        """
+        for group in self._groups:
+            candidates = [d for d in group if d.health.available() and d not in exclude]
+            if candidates:
+                return self.balancer.pick(candidates, key)
+        return None
+
+    def retry_after(self) -> float:
+        """The shortest ejected_for() among its deployments: when one may be back (0.0 when
+        some deployment is not ejected, e.g. only excluded or probing)."""
+        return min(d.health.ejected_for() for d in self.deployments)
 
     def info(self) -> pb.ModelInfo:
         kinds = sorted({d.provider.kind for d in self.deployments})
@@ -109,13 +138,24 @@ class Router:
         return self._listing
 
 
-def build_router(config: GatewayConfig, providers: Mapping[str, Provider]) -> Router:
+def build_router(
+    config: GatewayConfig,
+    providers: Mapping[str, Provider],
+    clock: Callable[[], float] = time.monotonic,
+) -> Router:
     """Routes for every alias whose deployments have an enabled provider."""
     routes: dict[str, Route] = {}
     disabled: dict[str, str] = {}
     for alias, settings in config.models.items():
         deployments = [
-            Deployment(d.name or f"{d.provider}/{d.model}", providers[d.provider], d.model)
+            Deployment(
+                d.name or f"{d.provider}/{d.model}",
+                providers[d.provider],
+                d.model,
+                weight=d.weight,
+                priority=d.priority,
+                health=Health(settings.circuit_breaker, clock),
+            )
             for d in settings.deployments
             if d.provider in providers
         ]
@@ -130,6 +170,10 @@ def build_router(config: GatewayConfig, providers: Mapping[str, Provider]) -> Ro
             deployments,
             _capabilities(settings, deployments),
             log_bodies=settings.log_bodies,
+            balancer=make_balancer(settings.balancer, deployments),
+            fallbacks=tuple(settings.fallbacks),
+            retry=settings.retry,
+            hash_key=settings.hash_key,
         )
     return Router(routes, disabled)
 

@@ -28,7 +28,7 @@ __all__ = ["admin_server", "world"]  # fixtures, imported for pytest
 SERVICE = pb.DESCRIPTOR.services_by_name["AdminService"]
 ALL_RPCS = sorted(SERVICE.methods_by_name)
 CONSUMER_RPCS = {"RequestSubscription", "ListSubscriptions", "ListServices"}
-GLOBAL_ONLY_RPCS = {"CreateTenant", "UpdateTenant", "UpsertService"}
+GLOBAL_ONLY_RPCS = {"CreateTenant", "UpdateTenant", "UpsertService", "ListDeployments"}
 
 
 def empty_request(rpc: str) -> Any:
@@ -54,13 +54,15 @@ GLOBAL_ONLY: dict[str, Callable[[World], Any]] = {
     "CreateTenant": lambda w: pb.CreateTenantRequest(name="mine"),
     "UpdateTenant": lambda w: pb.UpdateTenantRequest(tenant_id=w.a, disabled=True),
     "UpsertService": lambda w: pb.UpsertServiceRequest(tenant_id=w.a, alias="o1"),
+    "ListDeployments": lambda w: pb.ListDeploymentsRequest(alias="gpt"),
 }
 assert set(GLOBAL_ONLY) == GLOBAL_ONLY_RPCS
 
 
 @pytest.mark.parametrize("rpc", sorted(GLOBAL_ONLY))
 async def test_tenant_admins_may_not_call_global_rpcs(world: World, rpc: str) -> None:
-    """Even for their own tenant: tenants and their services are the platform's."""
+    """Even for their own tenant: tenants, their services and the upstream deployments
+    are the platform's."""
     await expect(world.call(rpc, GLOBAL_ONLY[rpc](world), tenant_admin(world.a)), *DENIED)
 
 

@@ -122,7 +122,7 @@ async def test_upstream_failures_are_recorded_with_the_provider(
         }
         body["models"]["gpt"] = {"deployments": [{"provider": "openai", "model": "gpt-4o-mini"}]}
         running = await start_gateway(body, env={"TEST_KEY": KEY})
-        fake.fail_next(Fault.server_error())
+        fake.fail_next(Fault.server_error(), times=3)  # every attempt of the call
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await running.stub.Chat(chat(model="gpt"))
         [failed] = await records(running, 1)

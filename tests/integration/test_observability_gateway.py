@@ -90,7 +90,7 @@ async def test_metrics_are_scraped_over_http_and_move(
     for _ in range(3):
         await running.stub.Chat(chat("gpt"))
     _ = [c async for c in running.stub.StreamChat(chat("gpt", "one two"))]
-    fake.fail_next(Fault.server_error())
+    fake.fail_next(Fault.server_error(), times=3)  # every attempt of the call
     with pytest.raises(grpc.aio.AioRpcError):
         await running.stub.Chat(chat("gpt"))
     await running.stub.Chat(chat("limited"))
@@ -190,7 +190,7 @@ async def test_process_log_lines_carry_the_request_id(
     pipeline = configure_logging("info", "json", stream=stream)
     try:
         running = await start_gateway(config(tmp_path, fake), env={"TEST_KEY": KEY})
-        fake.fail_next(Fault.server_error())
+        fake.fail_next(Fault.server_error(), times=3)  # every attempt of the call
         with pytest.raises(grpc.aio.AioRpcError):
             await running.stub.Chat(chat("gpt"), metadata=(("x-request-id", "log-7"),))
         logging.getLogger("unigate.test").info("outside any call")

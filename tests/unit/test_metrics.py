@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from unigate.gateway.observability.metrics import DeploymentState, Metrics
+from unigate.gateway.observability.metrics import ATTEMPT_OUTCOMES, DeploymentState, Metrics
 from unigate.gateway.store.models import CallLog
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -186,6 +186,8 @@ def test_no_label_names_a_request_person_key_or_address(metrics: tuple[Metrics, 
     served.inference_finished(replace(SERVED, cache_hit=True))
     served.watch_queue("call_log", lambda: 1, lambda: 0)
     served.watch_deployments(lambda: [DeploymentState("d", "gpt", "openai-main")])
+    served.deployment_picked("gpt", "d")
+    served.attempt_finished("gpt", "d", "ok")
     samples = scrape(port)
     label_names = {name for _, labels in samples for name, _ in labels}
     assert not label_names & FORBIDDEN_LABELS
@@ -233,7 +235,7 @@ def test_deployment_gauges_follow_the_router_snapshot(metrics: tuple[Metrics, in
     served, port = metrics
     states = [
         DeploymentState("east", "gpt", "openai-east", "healthy", 4, 0.8, 0.01),
-        DeploymentState("west", "gpt", "openai-west", "ejected", 0, None, 0.9),
+        DeploymentState("west", "gpt", "openai-west", "ejected", 0, None, 0.9, 7.5),
         DeploymentState("west", "gpt", "openai-west", "healthy"),  # duplicate: first wins
     ]
     served.watch_deployments(lambda: states)
@@ -249,6 +251,8 @@ def test_deployment_gauges_follow_the_router_snapshot(metrics: tuple[Metrics, in
     assert value(first, "unigate_deployment_latency_ewma_seconds", **east) == 0.8
     assert value(first, "unigate_deployment_error_rate", **west) == 0.9
     assert ("unigate_deployment_latency_ewma_seconds", frozenset(west.items())) not in first
+    assert value(first, "unigate_deployment_ejected_seconds", **west) == 7.5
+    assert value(first, "unigate_deployment_ejected_seconds", **east) == 0
     circuit = "unigate_deployment_circuit_state"
     west_states = {
         dict(labels)["state"]: v
@@ -293,3 +297,45 @@ def test_two_gateways_in_one_process_keep_separate_registries() -> None:
     finally:
         one.stop()
         two.stop()
+
+
+def test_balancer_picks_and_attempt_outcomes_are_counted_per_deployment(
+    metrics: tuple[Metrics, int],
+) -> None:
+    served, port = metrics
+    before = scrape(port)
+    for deployment in ("east", "west", "east", "east"):
+        served.deployment_picked("gpt", deployment)
+    served.attempt_finished("gpt", "west", "retryable")
+    served.attempt_finished("gpt", "east", "ok")
+    served.attempt_finished("gpt", "east", "ok")
+    served.attempt_finished("gpt", "east", "made-up outcome")
+    after = scrape(port)
+
+    picks = "unigate_deployment_picks_total"
+    assert moved(before, after, picks, alias="gpt", deployment="east") == 3
+    assert moved(before, after, picks, alias="gpt", deployment="west") == 1
+    attempts = "unigate_upstream_attempts_total"
+    assert moved(before, after, attempts, alias="gpt", deployment="west", outcome="retryable") == 1
+    assert moved(before, after, attempts, alias="gpt", deployment="east", outcome="ok") == 2
+    assert moved(before, after, attempts, alias="gpt", deployment="east", outcome="other") == 1
+    outcomes = {dict(labels)["outcome"] for name, labels in after if name == attempts}
+    assert outcomes <= ATTEMPT_OUTCOMES | {"other"}
+
+
+def test_deployment_labels_are_capped_like_aliases() -> None:
+    capped = Metrics(alias_limit=1, deployment_limit=2)
+    port = capped.start("127.0.0.1", 0)
+    try:
+        for n in range(4):
+            capped.deployment_picked("gpt", f"d{n}")
+        capped.deployment_picked("made-up", "d0")
+        samples = scrape(port)
+    finally:
+        capped.stop()
+    picks = {
+        (dict(labels)["alias"], dict(labels)["deployment"]): v
+        for (name, labels), v in samples.items()
+        if name == "unigate_deployment_picks_total"
+    }
+    assert picks == {("gpt", "d0"): 1, ("gpt", "d1"): 1, ("gpt", "other"): 2, ("other", "d0"): 1}

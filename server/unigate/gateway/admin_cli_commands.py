@@ -285,6 +285,19 @@ def add_rpc_commands(
     p.add_argument("--consumer")
     p.add_argument("--status", action="append", choices=sorted(STATUSES))
 
+    p = groups.add_parser(
+        "deployments",
+        parents=parents,
+        help="each deployment's health in the gateway process that answers",
+    )
+    p.set_defaults(
+        run=run,
+        rpc="ListDeployments",
+        build=lambda a: pb.ListDeploymentsRequest(alias=a.alias or ""),
+        listing=False,
+    )
+    p.add_argument("--alias", help="only this model alias's deployments")
+
     quotas = groups.add_parser("quotas", help="quota usage").add_subparsers(required=True)
     p = command(
         quotas,

@@ -80,6 +80,8 @@ def _cell(record: Message, field: Field) -> str:
         return name.removeprefix(prefix).lower()
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, float) and 0 < abs(value) < 1:
+        return f"{value:.6g}"  # a ratio's 0.3333333333333333 is noise past six digits
     return str(value)
 
 

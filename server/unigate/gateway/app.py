@@ -139,6 +139,7 @@ class Observability:
             metrics=self.metrics,
             tracing=self.tracing,
             prices=config.quotas.prices,
+            trust_forwarded_for=config.routing.trust_forwarded_for,
         )
 
     def start(self, config: GatewayConfig, router: Router) -> None:
@@ -179,9 +180,17 @@ class Observability:
 
 
 def _deployment_states(router: Router) -> list[DeploymentState]:
-    # Every deployment is taken as healthy until circuit breaking (routing) says otherwise.
     return [
-        DeploymentState(d.name, route.alias, d.provider.name, "healthy", 0, None, None)
+        DeploymentState(
+            d.name,
+            route.alias,
+            d.provider.name,
+            d.health.state(),
+            d.health.in_flight,
+            d.health.ewma_latency,
+            d.health.error_rate(),
+            d.health.ejected_for(),
+        )
         for route in router.routes()
         for d in route.deployments
     ]
@@ -405,7 +414,14 @@ async def create_server(
     server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))
 
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-        InferenceService(router, settings.default_deadline, seen.tracing), server
+        InferenceService(
+            router,
+            settings.default_deadline,
+            seen.tracing,
+            metrics=seen.metrics,
+            trust_forwarded_for=config.routing.trust_forwarded_for,
+        ),
+        server,
     )
     services = [INFERENCE_SERVICE]
     if security.store is not None:
@@ -416,6 +432,7 @@ async def create_server(
             key_changed=forget,
             quotas=view,
             call_logs=seen.call_log_store,
+            router=router,
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
         services.append(ADMIN_SERVICE)

@@ -4,8 +4,9 @@ Each gateway owns a CollectorRegistry (never the process-global one), so several
 gateways can run in one process. Two ways in:
 
 - events, once per call: `call_finished` for every RPC, `inference_finished` with
-  the call's CallLog. Labelled children are cached by label tuple, so an update is
-  a dict lookup and a locked add, a few microseconds;
+  the call's CallLog; and per upstream attempt, `deployment_picked` (the balancer's
+  choice) and `attempt_finished` (its outcome). Labelled children are cached by
+  label tuple, so an update is a dict lookup and a locked add, a few microseconds;
 - callbacks read at scrape time: `watch_queue` and `watch_deployments`. They are
   called on the scrape thread, not the event loop, so they must be cheap and only
   read (copy a dict before iterating it). One that raises is logged and skipped.
@@ -15,7 +16,9 @@ or client addresses. Tenants and aliases are capped: after `tenant_limit`
 distinct tenants (and `alias_limit` aliases) new ones are reported as "other"
 until restart. Alias-labelled series are only created by calls that did work
 (tokens, cost, an upstream attempt, a cache hit), so an unknown alias a caller
-made up never becomes a series. The unauthenticated tenant is "".
+made up never becomes a series. The unauthenticated tenant is "". Deployment
+names come from the config (capped like aliases all the same), and an attempt's
+outcome is one of ATTEMPT_OUTCOMES, anything else "other".
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ QUOTA_REASONS = frozenset(
     }
 )
 CIRCUIT_STATES = ("healthy", "ejected", "half_open")
+# How one upstream attempt ended: answered; failed and retryable (UNAVAILABLE, a
+# deployment's 429, a refused or broken connection); out of time; cancelled by the
+# caller; failed otherwise (not worth a retry).
+ATTEMPT_OUTCOMES = frozenset({"ok", "retryable", "deadline", "cancelled", "error"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,7 @@ class DeploymentState:
     in_flight: int = 0
     ewma_latency_seconds: float | None = None
     error_rate: float | None = None  # 0..1 over the router's window
+    ejected_for: float = 0.0  # seconds left of an ejection
 
 
 M = TypeVar("M", Counter, Histogram)
@@ -109,10 +117,13 @@ class _Capped:
 
 
 class Metrics:
-    def __init__(self, *, tenant_limit: int = 1000, alias_limit: int = 1000) -> None:
+    def __init__(
+        self, *, tenant_limit: int = 1000, alias_limit: int = 1000, deployment_limit: int = 1000
+    ) -> None:
         self.registry = CollectorRegistry()
         self._tenant = _Capped(tenant_limit)
         self._alias = _Capped(alias_limit)
+        self._deployment = _Capped(deployment_limit)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._watched = _Watched()
@@ -168,6 +179,19 @@ class Metrics:
         self._fallbacks = counter(
             "unigate_fallbacks", "Calls answered by a fallback alias.", "alias"
         )
+        self._picks = counter(
+            "unigate_deployment_picks",
+            "Deployments the balancer chose, one per upstream attempt.",
+            "alias",
+            "deployment",
+        )
+        self._attempts = counter(
+            "unigate_upstream_attempts",
+            "Upstream attempts, by how they ended (ok, retryable, deadline, cancelled, error).",
+            "alias",
+            "deployment",
+            "outcome",
+        )
 
     # --- events, on the hot path -------------------------------------------------
 
@@ -214,6 +238,15 @@ class Metrics:
             self._retries.get(alias).inc(record.retries)
         if record.fallbacks:
             self._fallbacks.get(alias).inc()
+
+    def deployment_picked(self, alias: str, deployment: str) -> None:
+        """The balancer chose `deployment` of `alias` for an upstream attempt."""
+        self._picks.get(self._alias(alias), self._deployment(deployment)).inc()
+
+    def attempt_finished(self, alias: str, deployment: str, outcome: str) -> None:
+        """An upstream attempt ended; `outcome` is one of ATTEMPT_OUTCOMES."""
+        outcome = outcome if outcome in ATTEMPT_OUTCOMES else OTHER
+        self._attempts.get(self._alias(alias), self._deployment(deployment), outcome).inc()
 
     # --- callbacks, read at scrape time ------------------------------------------
 
@@ -305,6 +338,11 @@ class _Watched(Collector):
         error_rate = GaugeMetricFamily(
             "unigate_deployment_error_rate", "Share of recent attempts that failed.", labels=labels
         )
+        ejected = GaugeMetricFamily(
+            "unigate_deployment_ejected_seconds",
+            "Seconds left of a deployment's ejection by its circuit breaker; 0 when not ejected.",
+            labels=labels,
+        )
         try:
             states = list(snapshot())
         except Exception:
@@ -325,7 +363,8 @@ class _Watched(Collector):
                 latency.add_metric(values, s.ewma_latency_seconds)
             if s.error_rate is not None:
                 error_rate.add_metric(values, s.error_rate)
-        yield from (up, circuit, in_flight, latency, error_rate)
+            ejected.add_metric(values, s.ejected_for)
+        yield from (up, circuit, in_flight, latency, error_rate, ejected)
 
 
 class _SilentHandler(WSGIRequestHandler):

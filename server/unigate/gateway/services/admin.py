@@ -1,10 +1,10 @@
 """AdminService: tenants, consumers, admins, API keys, services, subscriptions,
-quota usage.
+quota usage, deployments.
 
 Thin: who may do what is decided in admin_access.py (which also translates store
 errors), messages are built in admin_convert.py, key issuing lives in
 admin_keys.py, the services and subscriptions RPCs in admin_subscriptions.py, and
-the quota RPCs in admin_quotas.py.
+the quota RPCs in admin_quotas.py, the deployments' health in admin_routing.py.
 Every failure is a GatewayError for interceptors/errors.py.
 """
 
@@ -19,6 +19,7 @@ from unigate.gateway.errors import FieldViolation, invalid_argument
 from unigate.gateway.identity.keys import generate_key
 from unigate.gateway.identity.principal import Principal
 from unigate.gateway.interceptors.base import Context
+from unigate.gateway.routing.router import Router
 from unigate.gateway.services import admin_convert as convert
 from unigate.gateway.services.admin_access import (
     administered_consumer,
@@ -42,6 +43,7 @@ from unigate.gateway.services.admin_keys import (
     rotated_expiry,
 )
 from unigate.gateway.services.admin_quotas import QuotaPolicyRpcs, QuotaRpcs, QuotaView
+from unigate.gateway.services.admin_routing import RoutingRpcs
 from unigate.gateway.services.admin_subscriptions import SubscriptionRpcs
 from unigate.gateway.store.base import Store
 from unigate.gateway.store.models import ApiKey
@@ -52,7 +54,7 @@ __all__ = ["AdminService", "BootstrapRefused", "QuotaView", "bootstrap_admin"]
 _EXISTS = grpc.StatusCode.ALREADY_EXISTS
 
 
-class AdminService(SubscriptionRpcs, QuotaRpcs, QuotaPolicyRpcs, CallLogRpcs):
+class AdminService(SubscriptionRpcs, QuotaRpcs, QuotaPolicyRpcs, CallLogRpcs, RoutingRpcs):
     def __init__(
         self,
         store: Store,
@@ -62,18 +64,20 @@ class AdminService(SubscriptionRpcs, QuotaRpcs, QuotaPolicyRpcs, CallLogRpcs):
         key_changed: Callable[[str], None] | None = None,
         quotas: QuotaView | None = None,
         call_logs: Store | None = None,
+        router: Router | None = None,
     ) -> None:
         """`key_changed(key_id)` runs after a key is revoked or rotated, so this
         process's key cache can forget it at once (KeyAuthenticator.forget);
         other processes notice within their cache TTL. `quotas` (the quota
         interceptor's backend and policies) serves the quota RPCs; without it
-        they answer FAILED_PRECONDITION."""
+        they answer FAILED_PRECONDITION, as ListDeployments does without `router`."""
         self._store = store
         self._new_key = key_factory
         self._clock = clock
         self._key_changed = key_changed or (lambda key_id: None)
         self._quotas = quotas
         self._call_logs = call_logs or store  # call_log.store_url, when it is another
+        self._router = router
 
     # tenants
 

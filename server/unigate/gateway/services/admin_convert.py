@@ -3,11 +3,13 @@
 Pure functions: no store, no caller. An ApiKey message never carries the hash;
 the secret appears only in Create/RotateApiKey responses, set by the servicer.
 Milliseconds in the store's records become google.protobuf.Duration.
+A deployment's health (seconds left in an ejection) becomes a wall-clock time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -26,6 +28,9 @@ from unigate.gateway.store.models import (
 )
 from unigate.v1 import admin_pb2 as pb
 
+if TYPE_CHECKING:
+    from unigate.gateway.routing.router import Deployment
+
 MAX_NAME_LENGTH = 200
 
 STATUS_TO_PB = {
@@ -36,6 +41,11 @@ STATUS_TO_PB = {
 }
 STATUS_FROM_PB: dict[int, SubscriptionStatus] = {
     number: status for status, number in STATUS_TO_PB.items()
+}
+DEPLOYMENT_STATES = {
+    "healthy": pb.DEPLOYMENT_STATE_HEALTHY,
+    "ejected": pb.DEPLOYMENT_STATE_EJECTED,
+    "half_open": pb.DEPLOYMENT_STATE_HALF_OPEN,
 }
 
 
@@ -157,6 +167,29 @@ def call_log_pb(log: CallLog) -> pb.CallLog:
         request_body=log.request_body,
         response_body=log.response_body,
     )
+
+
+def deployment_status_pb(alias: str, deployment: Deployment, now: float) -> pb.DeploymentStatus:
+    """`now` (epoch seconds) turns the seconds left in an ejection into its end."""
+    health = deployment.health
+    state = health.state()
+    status = pb.DeploymentStatus(
+        alias=alias,
+        deployment=deployment.name,
+        provider=deployment.provider.name,
+        model=deployment.model,
+        weight=deployment.weight,
+        priority=deployment.priority,
+        state=DEPLOYMENT_STATES.get(state, pb.DEPLOYMENT_STATE_UNSPECIFIED),
+        in_flight=health.in_flight,
+        error_rate=health.error_rate(),
+        consecutive_failures=health.consecutive_failures,
+    )
+    if state == "ejected":
+        status.ejected_until.FromNanoseconds(round((now + health.ejected_for()) * 1e9))
+    if health.ewma_latency is not None:
+        status.latency_ewma.FromNanoseconds(round(health.ewma_latency * 1e9))
+    return status
 
 
 def usage_row_pb(row: UsageRow) -> pb.UsageRow:

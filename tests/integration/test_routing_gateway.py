@@ -388,3 +388,34 @@ async def test_killing_one_of_three_upstreams_under_load_fails_no_call(
     after = answered[killed_at + 12 :]  # past the calls in flight at the kill
     assert after and {r.gateway.deployment for r in after[-24:]} == {"a", "b"}
     assert any(r.gateway.attempts == 2 for r in answered[killed_at:])
+
+
+async def test_a_failing_deployment_is_ejected_and_returns_after_recovery(
+    start_gateway: StartGateway, fakes: list[FakeOpenAI], tmp_path: Path
+) -> None:
+    a, b = fakes[:2]
+    breaker = {"consecutive_failures": 2, "ejection": "1s", "max_ejection": "2s"}
+    running = await start(start_gateway, config([a, b], tmp_path, gpt={"circuit_breaker": breaker}))
+    [route] = [r for r in running.gateway.router.routes() if r.alias == "gpt"]
+    health = {d.name: d.health for d in route.deployments}
+
+    a.fail_next(Fault.server_error(), times=2)
+    for _ in range(4):  # a fails twice (each call retried on b and answered): ejected
+        answer = await running.stub.Chat(chat())
+        assert answer.message.content
+    assert health["a"].state() == "ejected"
+    assert 0 < health["a"].ejected_for() <= 1.0
+
+    seen = len(a.requests)
+    for _ in range(6):  # while ejected, a costs nothing: every call goes to b first time
+        answer = await running.stub.Chat(chat())
+        assert answer.gateway.deployment == "b" and answer.gateway.attempts == 1
+    assert len(a.requests) == seen
+
+    await asyncio.sleep(
+        health["a"].ejected_for() + 0.05
+    )  # the ejection ends; a has recovered (its faults are used up)
+    served = {(await running.stub.Chat(chat())).gateway.deployment for _ in range(4)}
+    assert "a" in served, "the half-open probe succeeded and a takes calls again"
+    assert health["a"].state() == "healthy"
+    assert len(a.requests) > seen

@@ -419,3 +419,21 @@ async def test_a_failing_deployment_is_ejected_and_returns_after_recovery(
     assert "a" in served, "the half-open probe succeeded and a takes calls again"
     assert health["a"].state() == "healthy"
     assert len(a.requests) > seen
+
+
+async def test_a_callers_short_deadline_never_ejects_a_deployment(
+    start_gateway: StartGateway, fakes: list[FakeOpenAI], tmp_path: Path
+) -> None:
+    slow = fakes[0]
+    breaker = {"consecutive_failures": 2, "ejection": "1m"}
+    body = config([slow], tmp_path, gpt={"circuit_breaker": breaker})
+    running = await start(start_gateway, body)
+    [route] = [r for r in running.gateway.router.routes() if r.alias == "gpt"]
+    slow.delay = 0.3
+    for _ in range(4):  # each call's own 50 ms run out while the upstream thinks
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await running.stub.Chat(chat(), timeout=0.05)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert route.deployments[0].health.state() == "healthy"
+    slow.delay = 0
+    assert (await running.stub.Chat(chat(), timeout=5)).gateway.deployment == "a"

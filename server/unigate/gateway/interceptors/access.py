@@ -8,7 +8,8 @@ the caller's tenant's aliases here too.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 from unigate.gateway import callstate
@@ -68,9 +69,10 @@ class AccessInterceptor(HandlerInterceptor):
             return behavior
         policy = self._policy
 
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
             await policy.check(_principal(), request.model)
-            async for response in behavior(request, context):
-                yield response
+            async with aclosing(behavior(request, context)) as responses:
+                async for response in responses:
+                    yield response
 
         return stream

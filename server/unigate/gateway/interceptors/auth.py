@@ -9,7 +9,8 @@ interceptor outside this one. Health and reflection are never wrapped.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from contextlib import aclosing
 from typing import Any
 
 from unigate.gateway import callstate
@@ -124,9 +125,10 @@ class AuthInterceptor(HandlerInterceptor):
     def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
         authenticate = self._authenticator.authenticate
 
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
             callstate.principal.set(await authenticate(context))
-            async for response in behavior(request, context):
-                yield response
+            async with aclosing(behavior(request, context)) as responses:
+                async for response in responses:
+                    yield response
 
         return stream

@@ -7,7 +7,7 @@ behaviour by cardinality. Wrapped handlers are built once per method and cached.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
@@ -19,7 +19,7 @@ else:
     Context = grpc.aio.ServicerContext
     Handler = grpc.RpcMethodHandler
 UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
-StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
+StreamBehavior = Callable[[Any, Context], AsyncGenerator[Any, None]]
 
 # Services that are plumbing, not product: never logged, metered or authenticated.
 PLUMBING_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")

@@ -14,9 +14,13 @@ observability/access.py) or only bumps counters (observability/metrics.py).
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
+from contextlib import aclosing
 from typing import Any
+
+import orjson
 
 from unigate.gateway import callstate
 from unigate.gateway.errors import GatewayError
@@ -27,11 +31,13 @@ from unigate.gateway.interceptors.base import (
     UnaryBehavior,
 )
 from unigate.gateway.observability.access import AccessLog
-from unigate.gateway.observability.calllog import Bodies, CallLogWriter
+from unigate.gateway.observability.calllog import MAX_BODY_CHARS, Bodies, CallLogWriter
 from unigate.gateway.observability.metrics import Metrics
 from unigate.gateway.observability.tracing import Tracing
 from unigate.gateway.quota.policy import Price, cost_of
 from unigate.gateway.store.models import CallLog
+
+log = logging.getLogger("unigate.calllog")
 
 INFERENCE = "/unigate.v1.InferenceService/"
 LIST_MODELS = INFERENCE + "ListModels"
@@ -67,6 +73,20 @@ def forwarded_for(context: Context) -> str:
     return ""
 
 
+MAX_KEPT_BYTES = 2 * MAX_BODY_CHARS
+"""Bytes of a call's messages kept for its logged bodies; beyond, a marker says how
+many (a queue of records waiting for a slow store must not hold whole prompts)."""
+
+
+def _bodies(record: CallLog, call: _Call) -> Bodies | None:
+    size = call.request.ByteSize()
+    if size > MAX_KEPT_BYTES:
+        record.request_body = orjson.dumps({"omitted": f"request of {size} bytes"}).decode()
+        record.response_body = orjson.dumps({"omitted": "the request was too large"}).decode()
+        return None
+    return Bodies(call.request, call.messages or [])
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
@@ -74,7 +94,17 @@ def _ms(seconds: float) -> float:
 class _Call:
     """One call in flight: when it began, what it has sent so far."""
 
-    __slots__ = ("facts", "first", "messages", "peer", "request", "started", "t0", "usage")
+    __slots__ = (
+        "facts",
+        "first",
+        "kept",
+        "messages",
+        "peer",
+        "request",
+        "started",
+        "t0",
+        "usage",
+    )
 
     def __init__(
         self,
@@ -97,6 +127,7 @@ class _Call:
         self.first = 0.0  # perf_counter of the first streamed content
         self.usage: Any = None
         self.messages: list[Any] | None = None  # kept only for aliases that log bodies
+        self.kept = 0  # their size in bytes
 
     def sent(self, message: Any) -> None:
         if not self.first and (message.text or message.tool_calls):
@@ -106,8 +137,10 @@ class _Call:
         facts = self.facts
         if facts is not None and facts.log_bodies:
             if self.messages is None:
-                self.messages = []
-            self.messages.append(message)
+                self.messages, self.kept = [], 0
+            if self.kept <= MAX_KEPT_BYTES:  # what is kept waits in the queue: bound it
+                self.messages.append(message)
+                self.kept += message.ByteSize()
 
 
 class CallLogInterceptor(HandlerInterceptor):
@@ -151,6 +184,13 @@ class CallLogInterceptor(HandlerInterceptor):
         return _Call(request, context, facts, self._forwarded)
 
     def _finish(self, method: str, call: _Call, exc: BaseException | None, span: Any) -> None:
+        """Record the call; a failure here is logged, never the call's own outcome."""
+        try:
+            self._record_all(method, call, exc, span)
+        except Exception:
+            log.exception("cannot record the call", extra={"method": method})
+
+    def _record_all(self, method: str, call: _Call, exc: BaseException | None, span: Any) -> None:
         code, reason = outcome(exc)
         now = time.perf_counter()
         latency = now - call.t0
@@ -174,7 +214,7 @@ class CallLogInterceptor(HandlerInterceptor):
             if self._writer is not None:
                 bodies = None
                 if facts is not None and facts.log_bodies:
-                    bodies = Bodies(call.request, call.messages or [])
+                    bodies = _bodies(record, call)
                 self._writer.record(record, bodies)
             if self._metrics is not None:
                 self._metrics.inference_finished(record)
@@ -255,14 +295,15 @@ class CallLogInterceptor(HandlerInterceptor):
         inference = method.startswith(INFERENCE)
         finish = self._finish
 
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
             call = self._begin(request, context, inference)
             with self._span(method, context) as span:
                 try:
-                    async for response in behavior(request, context):
-                        if inference:
-                            call.sent(response)
-                        yield response
+                    async with aclosing(behavior(request, context)) as responses:
+                        async for response in responses:
+                            if inference:
+                                call.sent(response)
+                            yield response
                 except BaseException as exc:
                     finish(method, call, exc, span)
                     raise

@@ -10,7 +10,8 @@ grace period to end, and only then stops the server, once, with no grace.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -80,13 +81,14 @@ class InFlightInterceptor(HandlerInterceptor):
     def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
         inflight = self._inflight
 
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
             if inflight.refusing:
                 await _refuse(context)
             inflight.enter()
             try:
-                async for response in behavior(request, context):
-                    yield response
+                async with aclosing(behavior(request, context)) as responses:
+                    async for response in responses:
+                        yield response
             finally:
                 inflight.leave()
 

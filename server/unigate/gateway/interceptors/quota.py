@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -221,14 +222,15 @@ class QuotaInterceptor(HandlerInterceptor):
         if not method.startswith(INFERENCE):
             return behavior
 
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
             leases = await self._begin(request)
             usage = None
             try:
-                async for response in behavior(request, context):
-                    if response.HasField("usage"):
-                        usage = response.usage
-                    yield response
+                async with aclosing(behavior(request, context)) as responses:
+                    async for response in responses:
+                        if response.HasField("usage"):
+                            usage = response.usage
+                        yield response
             finally:
                 self._end(leases, request.model, usage)
 

@@ -23,7 +23,8 @@ policy chain.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 from unigate.gateway import callstate
@@ -78,17 +79,18 @@ class RequestIdInterceptor(HandlerInterceptor):
         return unary
 
     def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
             rid = _incoming(context)
             callstate.request_id.set(rid)
             extra: list[tuple[str, str]] = []
             callstate.trailers.set(extra)
             first = True
-            async for response in behavior(request, context):
-                if first:
-                    await context.send_initial_metadata(((HEADER, rid),))
-                    first = False
-                yield response
+            async with aclosing(behavior(request, context)) as responses:
+                async for response in responses:
+                    if first:
+                        await context.send_initial_metadata(((HEADER, rid),))
+                        first = False
+                    yield response
             if extra:
                 context.set_trailing_metadata(tuple(extra))
 

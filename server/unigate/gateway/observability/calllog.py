@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -49,8 +52,36 @@ class Bodies:
     responses: list[Message]
 
 
-def _json(message: Message) -> str:
-    return json_format.MessageToJson(message, indent=None, preserving_proto_field_name=True)
+def _redacted(value: Any, redact: Redactor) -> Any:
+    """Every string in a message's JSON form redacted as the text it is (not as JSON
+    text, where a newline is `\\n` and would hide what follows it from `\\b`)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item, redact) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item, redact) for item in value]
+    return value
+
+
+def _json(message: Message, redact: Redactor) -> str:
+    body = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return orjson.dumps(_redacted(body, redact)).decode()
+
+
+def _render(entries: list[tuple[CallLog, Bodies | None]], redact: Redactor) -> None:
+    """Turn kept messages into redacted JSON bodies (in a worker thread: it is CPU)."""
+    for entry, bodies in entries:
+        if bodies is None or entry.request_body is not None:
+            continue
+        try:
+            entry.request_body = _truncated(_json(bodies.request, redact))
+            parts = [_json(message, redact) for message in bodies.responses]
+            text = parts[0] if len(parts) == 1 else "[" + ",".join(parts) + "]"
+            entry.response_body = _truncated(text)
+        except Exception as exc:  # a body is not worth a record: keep the record
+            entry.request_body = entry.response_body = None
+            log.warning("cannot render a logged body: %s: %s", type(exc).__name__, exc)
 
 
 def _truncated(text: str) -> str:
@@ -113,32 +144,37 @@ class CallLogWriter:
             self._tasks.append(loop.create_task(self._cleanup(), name="call-log-retention"))
 
     async def _run(self) -> None:
+        """Write batches until close(); never cancelled in the middle of a write (a
+        commit the database made but the queue did not see would be written twice)."""
         backoff = 0.0
-        while True:
-            if len(self._queue) < self._batch_size:
-                if not self._queue:
+        while not self._closing:
+            try:
+                if len(self._queue) < self._batch_size:
+                    if not self._queue:
+                        self._wake.clear()
+                        await self._wake.wait()  # the first record of the next batch
+                    # Then give the batch until flush_interval to fill up.
                     self._wake.clear()
-                    await self._wake.wait()  # the first record of the next batch
-                # Then give the batch until flush_interval to fill up.
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._interval)
-            if await self._write_batch():
-                backoff = 0.0
-            else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._interval)
+                    if self._closing:
+                        return
+                if await self._write_batch():
+                    backoff = 0.0
+                    continue
                 backoff = min(max(backoff * 2, 0.1), _MAX_BACKOFF)
-                await asyncio.sleep(backoff)
+            except Exception:  # the writer must outlive any one batch
+                log.exception("call log writer failed; retrying")
+                backoff = _MAX_BACKOFF
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), backoff)  # close() wakes it
 
-    def _batch(self) -> list[CallLog]:
-        batch = []
-        for entry, bodies in list(self._queue)[: self._batch_size]:
-            if bodies is not None and entry.request_body is None:
-                entry.request_body = _truncated(self._redact(_json(bodies.request)))
-                parts = [_json(message) for message in bodies.responses]
-                text = parts[0] if len(parts) == 1 else "[" + ",".join(parts) + "]"
-                entry.response_body = _truncated(self._redact(text))
-            batch.append(entry)
-        return batch
+    async def _batch(self) -> list[CallLog]:
+        entries = list(itertools.islice(self._queue, self._batch_size))
+        if any(bodies is not None and entry.request_body is None for entry, bodies in entries):
+            await asyncio.to_thread(_render, entries, self._redact)
+        return [entry for entry, _ in entries]
 
     async def _write_batch(self) -> bool:
         """Write the oldest batch; False (batch kept) when the store failed. One
@@ -147,7 +183,7 @@ class CallLogWriter:
             return await self._write_oldest()
 
     async def _write_oldest(self) -> bool:
-        batch = self._batch()
+        batch = await self._batch()
         if not batch:
             return True
         try:
@@ -181,13 +217,23 @@ class CallLogWriter:
             log.error("call logs lost at shutdown: the store did not take %d", len(self._queue))
 
     async def close(self, timeout: float = 10.0) -> None:
+        """Let the batch being written finish (never cancel a write), stop the tasks,
+        then write out what is left, within `timeout` in all."""
+        deadline = time.monotonic() + timeout
+        self._closing = True
+        self._wake.set()
+        if self._tasks:
+            writer, *others = self._tasks
+            for task in others:
+                task.cancel()  # retention: a delete cut short is simply done again later
+            done, _ = await asyncio.wait([writer], timeout=timeout)
+            if not done:  # the store hangs: give up on that batch
+                writer.cancel()
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        await self.flush(timeout)
+        await self.flush(max(deadline - time.monotonic(), 0.0))
 
     async def _cleanup(self) -> None:
         while True:

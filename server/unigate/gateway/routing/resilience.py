@@ -29,6 +29,13 @@ from unigate.gateway.errors import GatewayError, Reason
 from unigate.gateway.routing.health import Outcome
 from unigate.gateway.routing.router import Deployment, Route, Router
 
+MIN_FIRST_ATTEMPT_TIME = 0.005
+"""A call with less than this left on the caller's deadline is not sent upstream."""
+
+DEADLINE_SLACK = 0.01
+"""An upstream timeout or connect failure with less than this left on the caller's
+deadline was the caller's deadline running out, not the deployment failing."""
+
 MIN_ATTEMPT_TIME = 0.1
 """Seconds an attempt after the first needs left on the deadline to be worth making:
 with less, a model's answer (even its first token) is all but sure to come too late."""
@@ -46,6 +53,8 @@ DEPLOYMENT_FAULTS = frozenset(
 )
 """Failures on the deployment's side: they count against its health, and are worth
 an operator's attention. The caller's mistakes say nothing about the deployment."""
+
+_TIMEOUTS = frozenset({Reason.UPSTREAM_TIMEOUT, Reason.UPSTREAM_UNAVAILABLE})
 
 # Limits of one deployment's vendor account: another deployment may have room, this
 # one will not within the call, so a call never retries the deployment that said so.
@@ -121,6 +130,7 @@ class Failover:
         "_rng",
         "_router",
         "attempts",
+        "caller_deadline",
         "fallbacks",
         "route",
     )
@@ -134,8 +144,12 @@ class Failover:
         deadline: float,
         rng: random.Random,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        caller_deadline: bool = False,
     ) -> None:
         self.route = route
+        self.caller_deadline = caller_deadline
+        """Whether the deadline is the caller's (not server.default_deadline)."""
         """The alias the current attempt belongs to."""
         self.attempts = 0
         """Attempts made so far, across aliases."""
@@ -159,8 +173,31 @@ class Failover:
         """Seconds left on the call's deadline: the timeout of an attempt starting now."""
         return max(self._deadline - self._clock(), 0.0)
 
+    def outcome(self, error: BaseException) -> Outcome:
+        """What a failed attempt says about its deployment: as `outcome_of`, except
+        that a timeout or connect failure when the caller's own deadline ran out says
+        nothing (a caller with short deadlines must not eject deployments for all)."""
+        outcome = outcome_of(error)
+        if (
+            outcome is Outcome.FAILURE
+            and self.caller_deadline
+            and isinstance(error, GatewayError)
+            and error.reason in _TIMEOUTS
+            and self.time_left() < DEADLINE_SLACK
+        ):
+            return Outcome.NEUTRAL
+        return outcome
+
     def first(self) -> Deployment:
-        """The first attempt's deployment; raises when every alias is down."""
+        """The first attempt's deployment; raises when every alias is down, or when the
+        caller's deadline leaves no time for an attempt."""
+        if self.caller_deadline and self.time_left() < MIN_FIRST_ATTEMPT_TIME:
+            raise GatewayError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                Reason.DEADLINE_TOO_SHORT,
+                f"the call's deadline leaves under {MIN_FIRST_ATTEMPT_TIME * 1000:.0f} ms"
+                " for the upstream; send a longer deadline",
+            )
         deployment = self._pick(self.route, (), ())
         if deployment is None:
             self._last_error = no_healthy_deployment(self.route)

@@ -30,7 +30,6 @@ from unigate.gateway.routing.resilience import (
     DEPLOYMENT_FAULTS,
     Failover,
     attempt_label,
-    outcome_of,
 )
 from unigate.gateway.routing.router import Deployment, Route, Router
 from unigate.gateway.services import validation
@@ -90,6 +89,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             lambda chosen: self._balancer_key(chosen, context),
             time.monotonic() + budget,
             self._rng,
+            caller_deadline=remaining is not None,
         )
 
     def _balancer_key(self, route: Route, context: Context) -> str:
@@ -141,12 +141,13 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         comes with it), and how it ended, told to the deployment's health and metrics."""
         attempt = _Attempt()
         alias = failover.route.alias
-        if (facts := callstate.call.get()) is not None:
-            _note_attempt(facts, failover, deployment, attempt.started)
-        if self._metrics is not None:
-            self._metrics.deployment_picked(alias, deployment.name)
+        facts = callstate.call.get()
         error: BaseException | None = None
         try:
+            if facts is not None:
+                _note_attempt(facts, failover, deployment, attempt.started)
+            if self._metrics is not None:
+                self._metrics.deployment_picked(alias, deployment.name)
             if self._tracing is None:
                 yield attempt
             else:
@@ -171,7 +172,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
                 latency = (attempt.first or ended) - attempt.started
                 deployment.health.end(Outcome.SUCCESS, latency)
             else:
-                deployment.health.end(outcome_of(error), None)
+                deployment.health.end(failover.outcome(error), None)
             if self._metrics is not None:
                 self._metrics.attempt_finished(alias, deployment.name, attempt_label(error))
             if facts is not None:
@@ -212,7 +213,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         method: Callable[
             [Provider], Callable[[Request, UpstreamCall], AsyncGenerator[Chunk, None]]
         ],
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         started = time.perf_counter()
         failover = self._failover(request.model, (*needs, "streaming"), context)
         deployment = self._first(failover)
@@ -249,8 +250,10 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         self, request: pb.ChatRequest, context: Context
     ) -> AsyncIterator[pb.StreamChatResponse]:
         needs = validation.check_chat(request)
-        async for chunk in self._stream(request, needs, context, lambda p: p.stream_chat):
-            yield chunk
+        stream = self._stream(request, needs, context, lambda p: p.stream_chat)
+        async with aclosing(stream) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def Complete(self, request: pb.CompleteRequest, context: Context) -> pb.CompleteResponse:
         needs = validation.check_complete(request)
@@ -260,8 +263,10 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         self, request: pb.CompleteRequest, context: Context
     ) -> AsyncIterator[pb.StreamCompleteResponse]:
         needs = validation.check_complete(request)
-        async for chunk in self._stream(request, needs, context, lambda p: p.stream_complete):
-            yield chunk
+        stream = self._stream(request, needs, context, lambda p: p.stream_complete)
+        async with aclosing(stream) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def Embed(self, request: pb.EmbedRequest, context: Context) -> pb.EmbedResponse:
         needs = validation.check_embed(request)

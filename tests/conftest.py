@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +14,7 @@ import yaml
 
 from unigate.gateway.app import Gateway, create_server
 from unigate.gateway.config import parse_config
+from unigate.gateway.store.models import CallLog, CallLogFilter
 from unigate.v1 import inference_pb2_grpc
 
 
@@ -34,6 +37,19 @@ MOCK_CONFIG: dict[str, Any] = {
 }
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
+
+
+async def call_logs(running: RunningGateway, expected: int, timeout: float = 5.0) -> list[CallLog]:
+    """The gateway's call logs, oldest first, once `expected` have been written (or
+    `timeout` passed: the caller's assertions then say what is missing)."""
+    store = running.gateway.observability.call_log_store
+    assert store is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        page = await store.list_call_logs(CallLogFilter(), page_size=1000)
+        if len(page.items) >= expected or time.monotonic() > deadline:
+            return list(reversed(page.items))
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

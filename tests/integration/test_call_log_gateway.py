@@ -8,7 +8,6 @@ GetUsageStats) on both stores are in test_call_log_queries.py.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.conftest import RunningGateway, StartGateway
+from tests.conftest import StartGateway, call_logs
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from unigate.gateway.observability.redact import MARK
 from unigate.gateway.store.factory import open_store
@@ -54,18 +53,6 @@ def config(db: Path, **call_log: Any) -> dict[str, Any]:
     }
 
 
-async def records(running: RunningGateway, expected: int, timeout: float = 5.0) -> list[CallLog]:
-    """The gateway's call logs, oldest first, once `expected` have been written."""
-    store = running.gateway.observability.call_log_store
-    assert store is not None
-    deadline = time.monotonic() + timeout
-    while True:
-        page = await store.list_call_logs(CallLogFilter(), page_size=1000)
-        if len(page.items) >= expected or time.monotonic() > deadline:
-            return list(reversed(page.items))
-        await asyncio.sleep(0.02)
-
-
 async def test_every_call_is_recorded_with_what_happened(
     start_gateway: StartGateway, tmp_path: Path
 ) -> None:
@@ -77,7 +64,7 @@ async def test_every_call_is_recorded_with_what_happened(
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.Chat(chat(model="nope"), metadata=(("x-request-id", "r-404"),))
 
-    ok, streamed, embedded, missing = await records(running, 4)
+    ok, streamed, embedded, missing = await call_logs(running, 4)
     assert (ok.request_id, ok.method, ok.code, ok.reason) == ("r-ok", "Chat", "OK", "")
     assert (ok.alias, ok.provider, ok.deployment, ok.vendor_model) == (
         "mock",
@@ -125,7 +112,7 @@ async def test_upstream_failures_are_recorded_with_the_provider(
         fake.fail_next(Fault.server_error(), times=3)  # every attempt of the call
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await running.stub.Chat(chat(model="gpt"))
-        [failed] = await records(running, 1)
+        [failed] = await call_logs(running, 1)
     assert failed.code == caught.value.code().name
     assert failed.reason.startswith("UPSTREAM")
     assert (failed.alias, failed.provider, failed.vendor_model) == ("gpt", "openai", "gpt-4o-mini")
@@ -153,7 +140,7 @@ async def test_a_stuck_store_drops_and_counts_but_never_blocks_a_call(
     writer = running.gateway.observability.call_log
     assert writer is not None
     await running.stub.Chat(chat())
-    await records(running, 1)
+    await call_logs(running, 1)
     with write_locked(db):
         # The writer is now stuck behind the lock (SQLite's busy wait, then retries),
         # so the queue fills: the calls still answer, and what does not fit is counted.
@@ -161,7 +148,7 @@ async def test_a_stuck_store_drops_and_counts_but_never_blocks_a_call(
         assert len(answers) == 20
         assert writer.dropped == 15
         assert writer.depth == 5
-    written = await records(running, 6, timeout=30)
+    written = await call_logs(running, 6, timeout=30)
     assert len(written) == 6, "the 5 queued calls reach the store once it is free"
     assert [r.code for r in written] == ["OK"] * 6
 
@@ -205,7 +192,7 @@ async def test_bodies_are_kept_only_where_asked_and_redacted(
     _ = [c async for c in running.stub.StreamChat(chat(text, model="private"))]
     await running.stub.Chat(chat(text, model="mock"))
 
-    unary, stream, plain = await records(running, 3)
+    unary, stream, plain = await call_logs(running, 3)
     for record in (unary, stream):
         assert record.request_body is not None and record.response_body is not None
         assert "please remember" in record.request_body
@@ -230,7 +217,7 @@ async def test_retention_deletes_old_records_in_batches(
         [CallLog(request_id=f"old-{n}", ts=old + n, method="Chat", code="OK") for n in range(12)]
     )
     await running.stub.Chat(chat(), metadata=(("x-request-id", "new"),))
-    await records(running, 13)
+    await call_logs(running, 13)
     deleted, _ = await writer.apply_retention()
     assert deleted == 12
-    assert [r.request_id for r in await records(running, 1)] == ["new"]
+    assert [r.request_id for r in await call_logs(running, 1)] == ["new"]

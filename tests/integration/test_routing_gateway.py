@@ -13,12 +13,11 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.conftest import RunningGateway, StartGateway
+from tests.conftest import RunningGateway, StartGateway, call_logs
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.base import VendorFake
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.helpers import error_info, retry_delay
-from unigate.gateway.store.models import CallLog, CallLogFilter
 from unigate.v1 import inference_pb2 as pb
 
 KEY = "sk-test-0123456789abcdefROUTING"
@@ -90,18 +89,6 @@ def requests(fakes: Iterable[VendorFake]) -> list[int]:
     return [len(fake.requests) for fake in fakes]
 
 
-async def records(running: RunningGateway, expected: int, timeout: float = 5.0) -> list[CallLog]:
-    """The gateway's call logs, oldest first, once `expected` have been written."""
-    store = running.gateway.observability.call_log_store
-    assert store is not None
-    deadline = time.monotonic() + timeout
-    while True:
-        page = await store.list_call_logs(CallLogFilter(), page_size=100)
-        if len(page.items) >= expected or time.monotonic() > deadline:
-            return list(reversed(page.items))
-        await asyncio.sleep(0.02)
-
-
 async def test_a_failed_deployment_is_retried_on_another(
     start_gateway: StartGateway, fakes: list[FakeOpenAI], tmp_path: Path
 ) -> None:
@@ -114,7 +101,7 @@ async def test_a_failed_deployment_is_retried_on_another(
     served = reply.gateway.deployment
     assert served in ("b", "c")
     assert requests(fakes) == [1, int(served == "b"), int(served == "c")]
-    [logged] = await records(running, 1)
+    [logged] = await call_logs(running, 1)
     assert (logged.request_id, logged.code, logged.retries) == ("r-retried", "OK", 1)
     assert (logged.alias, logged.deployment, logged.fallbacks) == ("gpt", served, "")
 
@@ -150,7 +137,7 @@ async def test_the_callers_mistake_is_not_retried(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(caught.value).reason == "UPSTREAM_BAD_REQUEST"
     assert requests(fakes) == [1, 0, 0]
-    [logged] = await records(running, 1)
+    [logged] = await call_logs(running, 1)
     assert (logged.code, logged.retries, logged.deployment) == ("INVALID_ARGUMENT", 0, "a")
 
 
@@ -167,7 +154,7 @@ async def test_the_attempts_limit_holds_across_deployments(
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error_info(caught.value).reason == "UPSTREAM_UNAVAILABLE"
     assert sum(requests(fakes)) == 2
-    [logged] = await records(running, 1)
+    [logged] = await call_logs(running, 1)
     assert (logged.code, logged.retries, logged.alias) == ("UNAVAILABLE", 1, "gpt")
 
 
@@ -194,7 +181,7 @@ async def test_a_stream_that_failed_after_its_first_chunk_is_not_retried(
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "".join(c.text for c in received) == "echo: a"  # once, never restarted
     assert requests(fakes[:2]) == [1, 0]
-    [logged] = await records(running, 1)
+    [logged] = await call_logs(running, 1)
     assert (logged.code, logged.retries, logged.deployment) == ("UNAVAILABLE", 0, "a")
 
 
@@ -247,7 +234,7 @@ async def test_fallback_to_another_vendor_is_reported(
     assert list(reply.gateway.fallbacks) == ["gpt"]
     assert reply.gateway.attempts == 3
     assert (len(fakes[0].requests), len(claude_fake.requests)) == (2, 1)
-    [logged] = await records(running, 1)
+    [logged] = await call_logs(running, 1)
     assert (logged.alias, logged.fallbacks, logged.retries) == ("claude", "gpt", 2)
     assert (logged.provider, logged.vendor_model) == ("anthropic", "claude-haiku-4-5")
 

@@ -188,12 +188,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         started = time.perf_counter()
         failover = self._failover(request.model, needs, context)
         deployment = self._first(failover)
-        if (admit := callstate.on_deployment.get()) is not None:
-            try:
-                await admit(deployment.name)
-            except BaseException:
-                deployment.health.end(Outcome.NEUTRAL, None)
-                raise
+        await _admit(deployment)
         while True:
             call = self._call(failover, deployment)
             try:
@@ -217,12 +212,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         started = time.perf_counter()
         failover = self._failover(request.model, (*needs, "streaming"), context)
         deployment = self._first(failover)
-        if (admit := callstate.on_deployment.get()) is not None:
-            try:
-                await admit(deployment.name)
-            except BaseException:
-                deployment.health.end(Outcome.NEUTRAL, None)
-                raise
+        await _admit(deployment)
         while True:
             call = self._call(failover, deployment)
             try:
@@ -276,6 +266,17 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
         return self._router.list_models()
+
+
+async def _admit(deployment: Deployment) -> None:
+    """The quota check of deployment-scoped limits, once per call, on its first
+    deployment; a refusal gives the claimed deployment back untouched."""
+    if (admit := callstate.on_deployment.get()) is not None:
+        try:
+            await admit(deployment.name)
+        except BaseException:
+            deployment.health.end(Outcome.NEUTRAL, None)
+            raise
 
 
 def _note_attempt(

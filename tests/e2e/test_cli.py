@@ -37,7 +37,14 @@ models:
 def run_serve(config: Path, port: int | None = None) -> subprocess.CompletedProcess[str]:
     command = [*UNIGATE, "serve", "--config", str(config), "--host", "127.0.0.1"]
     command += ["--port", str(port if port is not None else free_port())]
-    return subprocess.run(command, capture_output=True, text=True, timeout=20, env=gateway_env())
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=gateway_env(),
+        cwd=config.parent,  # the default SQLite store (call logs) lands beside the config
+    )
 
 
 def chat(target: str, model: str, text: str) -> pb.ChatResponse:

@@ -409,3 +409,46 @@ def test_fallbacks_found_down_are_reported_in_order() -> None:
     failover.retry_delay(fail(failover.first()))
     assert failover.next().name == "c"
     assert (failover.route.alias, failover.fallbacks) == ("gemini", ["gpt", "claude"])
+
+
+def test_a_call_with_no_time_left_touches_no_deployment() -> None:
+    world = World()
+    route = world.route("gpt", "a")
+    router = Router(world.routes, {})
+    failover = Failover(
+        router,
+        router.resolve("gpt", ("chat",)),
+        ("chat",),
+        lambda route: "",
+        world.clock() + 0.001,
+        random.Random(1),
+        world.clock,
+        caller_deadline=True,
+    )
+    with pytest.raises(GatewayError) as caught:
+        failover.first()
+    assert caught.value.reason == Reason.DEADLINE_TOO_SHORT
+    assert route.deployments[0].health.in_flight == 0
+
+
+def test_a_timeout_at_the_callers_deadline_says_nothing_about_the_deployment() -> None:
+    world = World()
+    world.route("gpt", "a")
+    router = Router(world.routes, {})
+
+    def failover(caller_deadline: bool) -> Failover:
+        return Failover(
+            router,
+            router.resolve("gpt", ("chat",)),
+            ("chat",),
+            lambda route: "",
+            world.clock() + 0.005,  # all but spent
+            random.Random(1),
+            world.clock,
+            caller_deadline=caller_deadline,
+        )
+
+    timeout = GatewayError(grpc.StatusCode.UNAVAILABLE, Reason.UPSTREAM_TIMEOUT, "timed out")
+    assert failover(caller_deadline=True).outcome(timeout) is Outcome.NEUTRAL
+    # the gateway's own default deadline running out is the deployment being slow
+    assert failover(caller_deadline=False).outcome(timeout) is Outcome.FAILURE

@@ -214,3 +214,16 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(float(value), 0.0)
     except ValueError:
         return None
+
+
+def status_of(exc: BaseException | None) -> tuple[str, str]:
+    """The status name and ErrorInfo reason a call ends with when `exc` leaves its
+    handler (None: OK): a GatewayError's own, CANCELLED for a cancel or a stop, and
+    INTERNAL for a bug (interceptors/errors.py turns it into that status)."""
+    if exc is None:
+        return "OK", ""
+    if isinstance(exc, GatewayError):
+        return exc.code.name, exc.reason
+    if not isinstance(exc, Exception):
+        return "CANCELLED", ""
+    return "INTERNAL", Reason.INTERNAL

@@ -17,15 +17,14 @@ from unigate.gateway.identity.access import AccessPolicy
 from unigate.gateway.identity.errors import AuthError, AuthReason
 from unigate.gateway.identity.principal import Principal
 from unigate.gateway.interceptors.base import (
+    INFERENCE,
+    LIST_MODELS,
     Context,
     HandlerInterceptor,
     StreamBehavior,
     UnaryBehavior,
 )
 from unigate.v1 import inference_pb2 as pb
-
-INFERENCE = "/unigate.v1.InferenceService/"
-LIST_MODELS = INFERENCE + "ListModels"
 
 
 def _principal() -> Principal:

@@ -23,6 +23,9 @@ StreamBehavior = Callable[[Any, Context], AsyncGenerator[Any, None]]
 
 # Services that are plumbing, not product: never logged, metered or authenticated.
 PLUMBING_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+# The inference methods, which access, quota and the call log are about.
+INFERENCE = "/unigate.v1.InferenceService/"
+LIST_MODELS = INFERENCE + "ListModels"
 
 
 class HandlerInterceptor(grpc.aio.ServerInterceptor):

@@ -23,8 +23,10 @@ from typing import Any
 import orjson
 
 from unigate.gateway import callstate
-from unigate.gateway.errors import GatewayError
+from unigate.gateway.errors import status_of
 from unigate.gateway.interceptors.base import (
+    INFERENCE,
+    LIST_MODELS,
     Context,
     HandlerInterceptor,
     StreamBehavior,
@@ -39,20 +41,7 @@ from unigate.gateway.store.models import CallLog
 
 log = logging.getLogger("unigate.calllog")
 
-INFERENCE = "/unigate.v1.InferenceService/"
-LIST_MODELS = INFERENCE + "ListModels"
 TRACEPARENT = "traceparent"
-
-
-def outcome(exc: BaseException | None) -> tuple[str, str]:
-    """The status name and ErrorInfo reason a call ended with."""
-    if exc is None:
-        return "OK", ""
-    if isinstance(exc, GatewayError):
-        return exc.code.name, exc.reason
-    if not isinstance(exc, Exception):  # cancelled by the caller, or the server stopping
-        return "CANCELLED", ""
-    return "INTERNAL", "INTERNAL"
 
 
 def client_address(peer: str) -> str:
@@ -191,7 +180,7 @@ class CallLogInterceptor(HandlerInterceptor):
             log.exception("cannot record the call", extra={"method": method})
 
     def _record_all(self, method: str, call: _Call, exc: BaseException | None, span: Any) -> None:
-        code, reason = outcome(exc)
+        code, reason = status_of(exc)
         now = time.perf_counter()
         latency = now - call.t0
         facts = call.facts

@@ -27,6 +27,8 @@ import grpc
 from unigate.gateway import callstate
 from unigate.gateway.errors import GatewayError, Reason
 from unigate.gateway.interceptors.base import (
+    INFERENCE,
+    LIST_MODELS,
     Context,
     HandlerInterceptor,
     StreamBehavior,
@@ -38,8 +40,6 @@ from unigate.gateway.store.base import Store
 
 log = logging.getLogger("unigate.quota")
 
-INFERENCE = "/unigate.v1.InferenceService/"
-LIST_MODELS = INFERENCE + "ListModels"
 _REASONS = {
     Kind.REQUESTS: Reason.RATE_LIMITED,
     Kind.TOKENS: Reason.TOKEN_QUOTA_EXCEEDED,

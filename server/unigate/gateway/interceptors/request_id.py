@@ -52,20 +52,7 @@ class RequestIdInterceptor(HandlerInterceptor):
         self._in_headers = in_headers
 
     def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
-        if self._in_headers:
-
-            async def unary_with_headers(request: Any, context: Context) -> Any:
-                rid = _incoming(context)
-                callstate.request_id.set(rid)
-                extra: list[tuple[str, str]] = []
-                callstate.trailers.set(extra)
-                response = await behavior(request, context)
-                await context.send_initial_metadata(((HEADER, rid),))
-                if extra:
-                    context.set_trailing_metadata(tuple(extra))
-                return response
-
-            return unary_with_headers
+        in_headers = self._in_headers
 
         async def unary(request: Any, context: Context) -> Any:
             rid = _incoming(context)
@@ -73,7 +60,12 @@ class RequestIdInterceptor(HandlerInterceptor):
             extra: list[tuple[str, str]] = []
             callstate.trailers.set(extra)
             response = await behavior(request, context)
-            context.set_trailing_metadata(((HEADER, rid), *extra))
+            if in_headers:
+                await context.send_initial_metadata(((HEADER, rid),))
+            else:
+                extra.insert(0, (HEADER, rid))
+            if extra:
+                context.set_trailing_metadata(tuple(extra))
             return response
 
         return unary

@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from unigate.gateway.errors import GatewayError
+from unigate.gateway.errors import status_of
 
 if TYPE_CHECKING:
     from unigate.gateway.config import TracingSettings
@@ -122,7 +122,7 @@ class Tracing:
                 if isinstance(span, ReadableSpan) and _STATUS_ATTRIBUTE not in (
                     span.attributes or {}
                 ):
-                    finish(span, *_outcome(exc))
+                    finish(span, *status_of(exc))
                 raise
 
     @contextmanager
@@ -147,7 +147,7 @@ class Tracing:
             try:
                 yield span
             except BaseException as exc:
-                code, reason = _outcome(exc)
+                code, reason = status_of(exc)
                 span.set_attribute("error.type", reason or code)
                 span.set_status(Status(StatusCode.ERROR, f"{code} {reason}".strip()))
                 raise
@@ -206,11 +206,3 @@ def finish(span: Span, code: str, reason: str = "") -> None:
         span.set_attribute("error.type", reason or code)
     if code in SERVER_ERRORS:
         span.set_status(Status(StatusCode.ERROR, f"{code} {reason}".strip()))
-
-
-def _outcome(exc: BaseException) -> tuple[str, str]:
-    if isinstance(exc, GatewayError):
-        return exc.code.name, exc.reason
-    if not isinstance(exc, Exception):
-        return "CANCELLED", ""
-    return "INTERNAL", "INTERNAL"

@@ -132,7 +132,7 @@ async def test_metrics_are_scraped_over_http_and_move(
         == 1
     )
     assert ("unigate_queue_depth", (("queue", "call_log"),)) in after
-    assert value(after, "unigate_queue_dropped_total", queue="call_log") == 0
+    assert after[("unigate_queue_dropped_total", (("queue", "call_log"),))] == 0
 
 
 async def test_a_trace_has_the_upstream_attempt_as_a_child_and_reaches_the_vendor(
@@ -181,6 +181,17 @@ async def test_without_tracing_the_callers_traceparent_is_forwarded(
     await running.stub.Chat(chat("gpt"))
     assert fake.requests[0].headers["traceparent"] == traceparent
     assert "traceparent" not in fake.requests[1].headers
+
+
+async def test_the_callers_traceparent_is_forwarded_with_nothing_recorded(
+    start_gateway: StartGateway, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    body = config(tmp_path, fake, call_log={"enabled": False})
+    body["metrics"] = {"enabled": False}
+    running = await start_gateway(body, env={"TEST_KEY": KEY})
+    traceparent = f"00-{CALLER_TRACE}-{CALLER_PARENT}-01"
+    await running.stub.Chat(chat("gpt"), metadata=(("traceparent", traceparent),))
+    assert fake.requests[0].headers["traceparent"] == traceparent
 
 
 async def test_process_log_lines_carry_the_request_id(

@@ -209,3 +209,18 @@ def test_ewma_follows_successes_only(clock: Clock) -> None:
     for _ in range(30):
         attempt(health, Outcome.SUCCESS, 0.1)
     assert health.ewma_latency == pytest.approx(0.1, abs=1e-4)
+
+
+def test_the_error_rate_only_reads_and_forgets_what_left_the_window(clock: Clock) -> None:
+    health = Health(breaker(consecutive_failures=100), clock)
+    fail(health)
+    attempt(health, Outcome.SUCCESS)
+    clock.now += 10
+    fail(health, 2)
+    assert health.error_rate() == 0.75
+    totals = (health._total_attempts, health._total_failures, health._head)
+    clock.now += 25  # the first two attempts (35 s ago) have left the 30 s window
+    assert health.error_rate() == 1.0
+    assert (health._total_attempts, health._total_failures, health._head) == totals
+    clock.now += 30
+    assert health.error_rate() == 0.0

@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Iterator, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import AbstractContextManager, aclosing
 from typing import Any
 
 import orjson
@@ -41,7 +41,7 @@ from unigate.gateway.store.models import CallLog
 
 log = logging.getLogger("unigate.calllog")
 
-TRACEPARENT = "traceparent"
+_NO_SPAN = contextlib.nullcontext()
 
 
 def client_address(peer: str) -> str:
@@ -153,17 +153,10 @@ class CallLogInterceptor(HandlerInterceptor):
         # Inference calls need facts when a record or metrics will be made of them.
         self._facts = writer is not None or metrics is not None or tracing is not None
 
-    @contextlib.contextmanager
-    def _span(self, method: str, context: Context) -> Iterator[Any]:
-        metadata = context.invocation_metadata() or ()
+    def _span(self, method: str, context: Context) -> AbstractContextManager[Any]:
         if self._tracing is None:
-            for key, value in metadata:
-                if key == TRACEPARENT and isinstance(value, str):
-                    callstate.traceparent.set(value)  # forwarded upstream as it came
-            yield None
-            return
-        with self._tracing.call_span(method, metadata) as span:
-            yield span
+            return _NO_SPAN
+        return self._tracing.call_span(method, context.invocation_metadata() or ())
 
     def _begin(self, request: Any, context: Context, inference: bool) -> _Call:
         facts = None

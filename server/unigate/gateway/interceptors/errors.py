@@ -22,10 +22,9 @@ from unigate.gateway.interceptors.base import (
     StreamBehavior,
     UnaryBehavior,
 )
+from unigate.gateway.interceptors.request_id import HEADER
 
 log = logging.getLogger("unigate.errors")
-
-REQUEST_ID_HEADER = "x-request-id"
 
 
 async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
@@ -40,7 +39,7 @@ async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
     status = exc.to_status()
     trailers = (
         *status.trailing_metadata,
-        (REQUEST_ID_HEADER, callstate.request_id.get()),
+        (HEADER, callstate.request_id.get()),
         *(callstate.trailers.get() or ()),
     )
     await context.abort(status.code, status.details, trailers)

@@ -34,18 +34,18 @@ from unigate.gateway.interceptors.base import (
     StreamBehavior,
     UnaryBehavior,
 )
-from unigate.gateway.quota.base import Decision, Kind, Lease, Limit, QuotaBackend, QuotaUnavailable
+from unigate.gateway.quota.base import (
+    REFUSAL_REASONS,
+    Decision,
+    Lease,
+    Limit,
+    QuotaBackend,
+    QuotaUnavailable,
+)
 from unigate.gateway.quota.policy import Policy, Price, cost_of, limits_for, subjects_of
 from unigate.gateway.store.base import Store
 
 log = logging.getLogger("unigate.quota")
-
-_REASONS = {
-    Kind.REQUESTS: Reason.RATE_LIMITED,
-    Kind.TOKENS: Reason.TOKEN_QUOTA_EXCEEDED,
-    Kind.SPEND: Reason.BUDGET_EXCEEDED,
-    Kind.CONCURRENCY: Reason.CONCURRENCY_LIMITED,
-}
 
 
 def _headers(decision: Decision) -> list[tuple[str, str]]:
@@ -68,7 +68,7 @@ def _refusal(decision: Decision) -> GatewayError:
     retry = decision.retry_after
     return GatewayError(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
-        _REASONS[first.kind],
+        REFUSAL_REASONS[first.kind],
         f"{first.name} of {first.limit:g} for {first.subject} is used up; retry in {retry:.1f} s",
         metadata={"limit": first.name, "subject": first.subject},
         retry_after=retry,

@@ -36,14 +36,22 @@ from unigate.gateway.interceptors.base import (
 )
 
 HEADER = "x-request-id"
+TRACEPARENT = "traceparent"
 _MAX_LENGTH = 128
 
 
 def _incoming(context: Context) -> str:
+    """The caller's request id, or a new one. The same pass over the metadata keeps
+    the caller's `traceparent` for the transport to forward upstream, whatever else
+    is recorded or traced."""
+    rid = ""
     for key, value in context.invocation_metadata() or ():
-        if key == HEADER and isinstance(value, str) and 0 < len(value) <= _MAX_LENGTH:
-            return value if value.isprintable() else uuid.uuid4().hex
-    return uuid.uuid4().hex
+        if key == HEADER:
+            if isinstance(value, str) and 0 < len(value) <= _MAX_LENGTH and value.isprintable():
+                rid = value
+        elif key == TRACEPARENT and isinstance(value, str):
+            callstate.traceparent.set(value)
+    return rid or uuid.uuid4().hex
 
 
 class RequestIdInterceptor(HandlerInterceptor):

@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_a
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from unigate.gateway.errors import Reason
+from unigate.gateway.quota.base import REFUSAL_REASONS
 from unigate.gateway.store.models import CallLog
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,7 @@ DURATION_BUCKETS = (
 TTFT_BUCKETS = (
     0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60,
 )  # fmt: skip
-QUOTA_REASONS = frozenset(
-    {
-        Reason.RATE_LIMITED,
-        Reason.TOKEN_QUOTA_EXCEEDED,
-        Reason.BUDGET_EXCEEDED,
-        Reason.CONCURRENCY_LIMITED,
-    }
-)
+QUOTA_REASONS = frozenset(REFUSAL_REASONS.values())
 CIRCUIT_STATES = ("healthy", "ejected", "half_open")
 # How one upstream attempt ended: answered; failed and retryable (UNAVAILABLE, a
 # deployment's 429, a refused or broken connection); out of time; cancelled by the

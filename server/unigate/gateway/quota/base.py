@@ -16,12 +16,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from unigate.gateway.errors import Reason
+
 
 class Kind(enum.StrEnum):
     REQUESTS = "requests"  # calls per window
     TOKENS = "tokens"  # input + output tokens per window, charged when known
     SPEND = "spend"  # cost per window (currency units), charged when known
     CONCURRENCY = "concurrency"  # calls in flight, streams included
+
+
+# The ErrorInfo reason of a refusal by each kind of limit.
+REFUSAL_REASONS = {
+    Kind.REQUESTS: Reason.RATE_LIMITED,
+    Kind.TOKENS: Reason.TOKEN_QUOTA_EXCEEDED,
+    Kind.SPEND: Reason.BUDGET_EXCEEDED,
+    Kind.CONCURRENCY: Reason.CONCURRENCY_LIMITED,
+}
 
 
 @dataclass(frozen=True, slots=True)

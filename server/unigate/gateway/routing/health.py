@@ -81,10 +81,6 @@ class Health:
         self._total_attempts = 0
         self._total_failures = 0
 
-    @property
-    def settings(self) -> BreakerSettings:
-        return self._settings
-
     def state(self) -> str:
         """`healthy`, `ejected` or `half_open`."""
         if self._streak == 0:
@@ -107,15 +103,18 @@ class Health:
         return not self._probing or self._probe_lost(now)
 
     def error_rate(self) -> float:
-        """Failures over attempts in the sliding window; 0.0 without attempts."""
-        self._advance(self._clock())
-        if self._total_attempts == 0:
-            return 0.0
-        return self._total_failures / self._total_attempts
+        """Failures over attempts in the sliding window; 0.0 without attempts.
 
-    def attempts_in_window(self) -> int:
-        self._advance(self._clock())
-        return self._total_attempts
+        Reads only, never advances the window: metrics call it from their scrape
+        thread while the event loop records attempts."""
+        head = self._head
+        first = max(head, math.floor(self._clock() / self._width)) - _BUCKETS + 1
+        attempts = failures = 0
+        for bucket in range(first, head + 1):
+            slot = bucket % _BUCKETS
+            attempts += self._attempts[slot]
+            failures += self._failures[slot]
+        return failures / attempts if attempts else 0.0
 
     def begin(self) -> None:
         """An attempt starts; in half-open state the first one is the probe."""

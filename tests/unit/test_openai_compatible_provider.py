@@ -212,6 +212,10 @@ async def test_embeddings_and_completion_when_switched_on(
         (Fault.model_not_found("llama9"), grpc.StatusCode.NOT_FOUND),
         (Fault.server_error(), grpc.StatusCode.UNAVAILABLE),
         (Fault.invalid_api_key(KEY), grpc.StatusCode.INTERNAL),
+        (
+            Fault.bad_request(f"the key {KEY} may not use this model"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
     ],
 )
 async def test_upstream_errors(

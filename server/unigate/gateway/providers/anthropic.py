@@ -157,7 +157,7 @@ class AnthropicProvider(HttpAdapter):
             headers["x-api-key"] = settings.api_key
         super().__init__(name, transport, {**headers, **settings.headers}, api_key=settings.api_key)
         self._settings = settings
-        self._messages_url = settings.base_url.rstrip("/") + "/v1/messages"
+        self._messages_url = settings.base_url + "/v1/messages"
 
     def capabilities(self) -> pb.Capabilities:
         # json_output means a JSON schema (output_config.format); JSON without one is refused.

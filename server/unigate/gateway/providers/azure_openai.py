@@ -100,9 +100,14 @@ class AzureOpenAIProvider(OpenAIProvider):
         super().__init__(name, wire, transport)
         self._azure = settings
         self._stream_usage = settings.stream_usage
+        # Built once per (endpoint, deployment): both come from the config, so it stays small.
+        self._urls: dict[tuple[str, str], str] = {}
 
     def _url(self, path: str, call: UpstreamCall) -> str:
-        return deployment_url(self._azure, path, call.model)
+        url = self._urls.get((path, call.model))
+        if url is None:
+            url = self._urls[(path, call.model)] = deployment_url(self._azure, path, call.model)
+        return url
 
 
 KIND = ProviderKind(settings=AzureOpenAISettings, factory=AzureOpenAIProvider)

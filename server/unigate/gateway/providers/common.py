@@ -8,9 +8,9 @@ message is redacted, put on one line and cut (`vendor_message`) before a Gateway
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from types import TracebackType
 from typing import Any
 
 import grpc
@@ -75,19 +75,39 @@ def data_url(url: str, where: str, *, require_data: bool = False) -> tuple[str, 
 # --- responses --------------------------------------------------------------------------------
 
 
-@contextmanager
-def protocol_errors(target: Target, what: str, *, wire: str) -> Iterator[None]:
-    """Turn any surprise in the shape of a vendor body into one UPSTREAM_PROTOCOL_ERROR."""
-    try:
-        yield
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+class protocol_errors:
+    """Turn any surprise in the shape of a vendor body into one UPSTREAM_PROTOCOL_ERROR.
+
+    A class, not a @contextmanager: it guards every streamed event, and a generator-
+    based context manager cost ~1.1 µs per event (a quarter of translating one)."""
+
+    __slots__ = ("_target", "_what", "_wire")
+
+    def __init__(self, target: Target, what: str, *, wire: str) -> None:
+        self._target, self._what, self._wire = target, what, wire
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None or not isinstance(exc, _SHAPE_ERRORS):
+            return
+        target = self._target
         raise GatewayError(
             grpc.StatusCode.UNAVAILABLE,
             Reason.UPSTREAM_PROTOCOL_ERROR,
-            f"{target.provider} deployment {target.deployment!r} sent {what} "
-            f"that is not valid {wire} JSON ({type(exc).__name__})",
+            f"{target.provider} deployment {target.deployment!r} sent {self._what} "
+            f"that is not valid {self._wire} JSON ({type(exc).__name__})",
             metadata={"provider": target.provider, "deployment": target.deployment},
         ) from exc
+
+
+_SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
 
 
 def json_object(body: bytes | str) -> Json:

@@ -36,6 +36,7 @@ from unigate.gateway.providers.common import (
     finish_reason_of,
     json_object,
     protocol_errors,
+    with_vendor_code,
 )
 from unigate.gateway.providers.transport import Target
 from unigate.v1 import inference_pb2 as pb
@@ -242,8 +243,7 @@ def stream_error(chunk: Json, target: Target) -> GatewayError:
     status = chunk.get("raw_status_code")
     if not isinstance(status, int) or not 400 <= status <= 599:
         status = _STREAM_TYPE_STATUS.get(kind or "", 500)
-    error = tr.stream_error({"message": message, "code": status}, target)
-    return replace(error, metadata={**error.metadata, "vendor_code": kind}) if kind else error
+    return with_vendor_code(tr.stream_error({"message": message, "code": status}, target), kind)
 
 
 def _vendor_error(body: bytes) -> tuple[str, str | None]:

@@ -164,7 +164,7 @@ class OpenAIProvider(HttpAdapter):
             headers["OpenAI-Project"] = settings.project
         super().__init__(name, transport, {**headers, **settings.headers}, api_key=settings.api_key)
         self._settings = settings
-        self._base_url = settings.base_url.rstrip("/")
+        self._base_url = settings.base_url
         # Ask for usage in streams (stream_options.include_usage); whether a stream may end
         # without it (its usage then reported as zeros).
         self._stream_usage = True

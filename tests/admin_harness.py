@@ -19,8 +19,9 @@ import pytest
 
 from tests.helpers import error_info
 from unigate.gateway import callstate
-from unigate.gateway.identity.keys import KeyAuthenticator, KeyRecord, generate_key
+from unigate.gateway.identity.keys import KeyAuthenticator, generate_key
 from unigate.gateway.identity.principal import Principal, Via
+from unigate.gateway.interceptors.auth import store_key_lookup
 from unigate.gateway.interceptors.base import (
     Context,
     HandlerInterceptor,
@@ -29,7 +30,6 @@ from unigate.gateway.interceptors.base import (
 )
 from unigate.gateway.interceptors.errors import ErrorInterceptor
 from unigate.gateway.services.admin import AdminService, QuotaView
-from unigate.gateway.store.base import NotFoundError
 from unigate.gateway.store.models import Role
 from unigate.gateway.store.sqlite import SqliteStore
 from unigate.v1 import admin_pb2_grpc
@@ -123,25 +123,16 @@ def as_(spec: str) -> tuple[tuple[str, str], ...]:
 
 
 async def start_admin_server(
-    path: str = ":memory:", quotas: QuotaView | None = None
+    path: str = ":memory:", quotas: QuotaView | None = None, **service: Any
 ) -> tuple[grpc.aio.Server, AdminServer]:
+    """The AdminService on a free port; `service` goes to its constructor (router, clock)."""
     store = SqliteStore(path)
     await store.open()
-
-    async def lookup(key_id: str) -> KeyRecord | None:
-        try:
-            owner = await store.get_key_with_owner(key_id)
-        except NotFoundError:
-            return None
-        return KeyRecord(
-            owner.key,
-            consumer_disabled=bool(owner.consumer and owner.consumer.disabled),
-            tenant_disabled=bool(owner.tenant and owner.tenant.disabled),
-        )
-
-    keys = KeyAuthenticator(lookup, ttl=0.0)
+    keys = KeyAuthenticator(store_key_lookup(store), ttl=0.0)
     server = grpc.aio.server(interceptors=[ErrorInterceptor(), TestPrincipalInterceptor(keys)])
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(store, quotas=quotas), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminService(store, quotas=quotas, **service), server
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

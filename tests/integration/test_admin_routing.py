@@ -18,22 +18,19 @@ from tests.admin_harness import (
     DENIED,
     GLOBAL_ADMIN,
     NOT_FOUND,
-    TestPrincipalInterceptor,
     as_,
     consumer,
     expect,
+    start_admin_server,
     tenant_admin,
 )
 from unigate.gateway import admin_cli
 from unigate.gateway.app import build_providers
 from unigate.gateway.config import GatewayConfig
-from unigate.gateway.identity.keys import KeyAuthenticator, KeyRecord, generate_key
-from unigate.gateway.interceptors.errors import ErrorInterceptor
+from unigate.gateway.identity.keys import generate_key
 from unigate.gateway.providers.transport import HttpTransport
 from unigate.gateway.routing.health import Outcome
 from unigate.gateway.routing.router import Router, build_router
-from unigate.gateway.services.admin import AdminService
-from unigate.gateway.store.base import NotFoundError
 from unigate.gateway.store.sqlite import SqliteStore
 from unigate.v1 import admin_pb2 as pb
 from unigate.v1 import admin_pb2_grpc
@@ -120,26 +117,12 @@ class Served:
 
 
 async def _serve(tmp_path: Path, router: Any) -> AsyncIterator[Served]:
-    store = SqliteStore(str(tmp_path / "unigate.db"))
-    await store.open()
-
-    async def lookup(key_id: str) -> KeyRecord | None:
-        try:
-            return KeyRecord((await store.get_key_with_owner(key_id)).key)
-        except NotFoundError:
-            return None
-
-    server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(), TestPrincipalInterceptor(KeyAuthenticator(lookup))]
-    )
-    admin = AdminService(store, clock=lambda: NOW, router=router)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield Served(admin_pb2_grpc.AdminServiceStub(channel), store, f"127.0.0.1:{port}")
+    path = str(tmp_path / "unigate.db")
+    server, handle = await start_admin_server(path, clock=lambda: NOW, router=router)
+    yield Served(handle.stub, handle.store, f"127.0.0.1:{handle.port}")
+    await handle.channel.close()
     await server.stop(0)
-    await store.close()
+    await handle.store.close()
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ DEFAULT_TARGET = "localhost:50051"
 KEY_ENV = "UNIGATE_ADMIN_KEY"
 
 
-def _common_parents() -> list[argparse.ArgumentParser]:
+def connection_parents() -> list[argparse.ArgumentParser]:
     connection = argparse.ArgumentParser(add_help=False)
     group = connection.add_argument_group("connection")
     group.add_argument("--target", default=DEFAULT_TARGET, help="the gateway (%(default)s)")
@@ -51,7 +51,7 @@ def add_admin_parser(subparsers: Any) -> None:
         "admin", help="administer tenants, consumers, keys, services, subscriptions and quotas"
     )
     groups = admin.add_subparsers(dest="admin_group", required=True, metavar="GROUP")
-    add_rpc_commands(groups, _common_parents(), _run_rpc)
+    add_rpc_commands(groups, connection_parents(), _run_rpc)
 
     boot = groups.add_parser("bootstrap", help="create the first admin and print its key once")
     boot.add_argument("--config", required=True, help="the gateway's YAML configuration file")
@@ -68,7 +68,7 @@ def _read(path: str | None) -> bytes | None:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _channel(args: argparse.Namespace) -> grpc.Channel:
+def open_channel(args: argparse.Namespace) -> grpc.Channel:
     tls_files = (args.ca_cert, args.client_cert, args.client_key)
     if args.plaintext:
         if any(tls_files):
@@ -84,7 +84,7 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
     return grpc.secure_channel(args.target, credentials)
 
 
-def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+def call_metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     key = args.api_key or os.environ.get(KEY_ENV, "")
     if key:
         return (("authorization", f"Bearer {key}"),)
@@ -96,7 +96,7 @@ def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
 def _call(args: argparse.Namespace, channel: grpc.Channel) -> Message:
     method = getattr(admin_pb2_grpc.AdminServiceStub(channel), args.rpc)
     request = args.build(args)
-    metadata = _metadata(args)
+    metadata = call_metadata(args)
     response: Message = method(request, metadata=metadata, timeout=args.timeout)
     listed = next(f.name for f in response.DESCRIPTOR.fields) if args.listing else ""
     while args.listing and args.all and getattr(response, "next_page_token", ""):
@@ -109,7 +109,7 @@ def _call(args: argparse.Namespace, channel: grpc.Channel) -> Message:
 
 def _run_rpc(args: argparse.Namespace) -> int:
     try:
-        with _channel(args) as channel:
+        with open_channel(args) as channel:
             response = _call(args, channel)
     except UsageError as exc:
         print(f"unigate admin: {exc}", file=sys.stderr)

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from unigate.gateway.admin_cli import _channel, _common_parents, _metadata
+from unigate.gateway.admin_cli import call_metadata, connection_parents, open_channel
 from unigate.gateway.admin_cli_commands import UsageError
 from unigate.gateway.admin_cli_output import describe_failure, render
 from unigate.gateway.config_types import parse_duration
@@ -91,7 +91,7 @@ def add_logs_parser(subparsers: Any) -> None:
     """Add `logs` and its commands to the `unigate` command's subparsers."""
     logs = subparsers.add_parser("logs", help="recorded calls and usage statistics")
     commands = logs.add_subparsers(dest="logs_command", required=True, metavar="COMMAND")
-    parents = _common_parents()
+    parents = connection_parents()
 
     tail = commands.add_parser("tail", parents=parents, help="the latest calls, or follow them")
     _filters(tail)
@@ -117,8 +117,8 @@ def add_logs_parser(subparsers: Any) -> None:
 @contextlib.contextmanager
 def _admin(args: argparse.Namespace) -> Iterator[Callable[[str, Any], Any]]:
     """`call(rpc, request)` on the AdminService with the command's credentials."""
-    metadata = _metadata(args)
-    with _channel(args) as channel:
+    metadata = call_metadata(args)
+    with open_channel(args) as channel:
         stub = admin_pb2_grpc.AdminServiceStub(channel)
         yield lambda rpc, request: getattr(stub, rpc)(
             request, metadata=metadata, timeout=args.timeout

@@ -84,13 +84,6 @@ def not_found(resource: str, ident: str) -> GatewayError:
     )
 
 
-def sees_tenant(principal: Principal, tenant_id: str | None) -> bool:
-    """Whether `principal` may see records of `tenant_id` (None: global records)."""
-    if principal.is_admin():
-        return True
-    return tenant_id is not None and principal.tenant_id == tenant_id
-
-
 def administers(principal: Principal, tenant_id: str | None) -> bool:
     """Whether `principal` administers `tenant_id` (None: global records, global admins)."""
     if tenant_id is None:

@@ -142,10 +142,7 @@ class QuotaRpcs(admin_pb2_grpc.AdminServiceServicer):
             tenant_id, consumer_id = consumer.tenant_id, ident
         else:
             return []
-        try:
-            rows = await self._store.get_quota_policies(tenant_id, consumer_id)
-        except NotFoundError:
-            return []
+        rows = await self._store.get_quota_policies(tenant_id, consumer_id)  # [] for none
         match = {"tenant": tenant_id, "consumer": consumer_id or ""}
         return [Policy(scope=s, match=match[s], **body) for s, body in rows if s == scope]
 

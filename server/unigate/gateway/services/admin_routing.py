@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import grpc
 
-from unigate.gateway.errors import GatewayError
+from unigate.gateway.errors import GatewayError, Reason
 from unigate.gateway.interceptors.base import Context
 from unigate.gateway.routing.router import Router
 from unigate.gateway.services import admin_convert as convert
@@ -21,7 +21,6 @@ from unigate.v1 import admin_pb2 as pb
 from unigate.v1 import admin_pb2_grpc
 
 # ErrorInfo reason of an AdminService built without a router (embedded uses, tests).
-ROUTING_NOT_CONFIGURED = "ROUTING_NOT_CONFIGURED"
 
 
 class RoutingRpcs(admin_pb2_grpc.AdminServiceServicer):
@@ -35,7 +34,7 @@ class RoutingRpcs(admin_pb2_grpc.AdminServiceServicer):
         if self._router is None:
             raise GatewayError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                ROUTING_NOT_CONFIGURED,
+                Reason.ROUTING_NOT_CONFIGURED,
                 "this AdminService was built without the gateway's router",
             )
         router = self._router

@@ -80,6 +80,16 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
+class _Method:
+    """A method's names, split once when its handler is wrapped."""
+
+    __slots__ = ("full", "rpc", "service")
+
+    def __init__(self, full: str) -> None:
+        self.full = full  # /unigate.v1.InferenceService/Chat
+        self.service, _, self.rpc = full[1:].rpartition("/")
+
+
 class _Call:
     """One call in flight: when it began, what it has sent so far."""
 
@@ -165,14 +175,16 @@ class CallLogInterceptor(HandlerInterceptor):
             callstate.call.set(facts)
         return _Call(request, context, facts, self._forwarded)
 
-    def _finish(self, method: str, call: _Call, exc: BaseException | None, span: Any) -> None:
+    def _finish(self, method: _Method, call: _Call, exc: BaseException | None, span: Any) -> None:
         """Record the call; a failure here is logged, never the call's own outcome."""
         try:
             self._record_all(method, call, exc, span)
         except Exception:
-            log.exception("cannot record the call", extra={"method": method})
+            log.exception("cannot record the call", extra={"method": method.full})
 
-    def _record_all(self, method: str, call: _Call, exc: BaseException | None, span: Any) -> None:
+    def _record_all(
+        self, method: _Method, call: _Call, exc: BaseException | None, span: Any
+    ) -> None:
         code, reason = status_of(exc)
         now = time.perf_counter()
         latency = now - call.t0
@@ -181,7 +193,7 @@ class CallLogInterceptor(HandlerInterceptor):
             self._access.record(
                 {
                     "request_id": callstate.request_id.get(),
-                    "method": method,
+                    "method": method.full,
                     "code": code,
                     "reason": reason,
                     "latency_ms": _ms(latency),
@@ -189,8 +201,7 @@ class CallLogInterceptor(HandlerInterceptor):
                 }
             )
         if self._metrics is not None:
-            service, _, rpc = method[1:].rpartition("/")
-            self._metrics.call_finished(service, rpc, code, latency)
+            self._metrics.call_finished(method.service, method.rpc, code, latency)
         record = self._record(method, call, code, reason, latency) if facts else None
         if record is not None:
             if self._writer is not None:
@@ -208,7 +219,9 @@ class CallLogInterceptor(HandlerInterceptor):
                     span.set_attribute("unigate.tenant", record.tenant_id)
             self._tracing.finish(span, code, reason)
 
-    def _record(self, method: str, call: _Call, code: str, reason: str, latency: float) -> CallLog:
+    def _record(
+        self, method: _Method, call: _Call, code: str, reason: str, latency: float
+    ) -> CallLog:
         facts = call.facts
         assert facts is not None
         request = call.request
@@ -225,7 +238,7 @@ class CallLogInterceptor(HandlerInterceptor):
         return CallLog(
             request_id=callstate.request_id.get(),
             ts=call.started,
-            method=method.rpartition("/")[2],
+            method=method.rpc,
             code=code,
             reason=reason,
             tenant_id=principal.tenant_id if principal is not None else None,
@@ -251,13 +264,14 @@ class CallLogInterceptor(HandlerInterceptor):
             end_user=getattr(request, "user", ""),
         )
 
-    def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
-        inference = method.startswith(INFERENCE) and method != LIST_MODELS
+    def wrap_unary(self, behavior: UnaryBehavior, full: str) -> UnaryBehavior:
+        inference = full.startswith(INFERENCE) and full != LIST_MODELS
+        method = _Method(full)
         finish = self._finish
 
         async def unary(request: Any, context: Context) -> Any:
             call = self._begin(request, context, inference)
-            with self._span(method, context) as span:
+            with self._span(full, context) as span:
                 try:
                     response = await behavior(request, context)
                 except BaseException as exc:
@@ -273,13 +287,14 @@ class CallLogInterceptor(HandlerInterceptor):
 
         return unary
 
-    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
-        inference = method.startswith(INFERENCE)
+    def wrap_stream(self, behavior: StreamBehavior, full: str) -> StreamBehavior:
+        inference = full.startswith(INFERENCE)
+        method = _Method(full)
         finish = self._finish
 
         async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
             call = self._begin(request, context, inference)
-            with self._span(method, context) as span:
+            with self._span(full, context) as span:
                 try:
                     async with aclosing(behavior(request, context)) as responses:
                         async for response in responses:

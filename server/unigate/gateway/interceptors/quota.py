@@ -37,6 +37,7 @@ from unigate.gateway.interceptors.base import (
 from unigate.gateway.quota.base import (
     REFUSAL_REASONS,
     Decision,
+    Kind,
     Lease,
     Limit,
     QuotaBackend,
@@ -153,6 +154,8 @@ class QuotaInterceptor(HandlerInterceptor):
         return decision
 
     def _settle(self, lease: Lease, alias: str, usage: Any) -> None:
+        if all(limit.kind is Kind.REQUESTS for limit in lease.limits):
+            return  # counted at admission; nothing to charge or give back
         tokens, cost = 0, 0.0
         if usage is not None:
             tokens = usage.input_tokens + usage.output_tokens
